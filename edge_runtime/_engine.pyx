@@ -1,0 +1,301 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Cython face of the C engine: builds the weight table from offsets into the mapped model file,
+runs the forward pass without the GIL, and exposes every kernel variant for tests."""
+from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memset
+
+import numpy as np
+
+from edge_runtime._cdefs cimport *
+
+GGML_TYPE_F32 = 0
+GGML_TYPE_F16 = 1
+GGML_TYPE_Q4_0 = 2
+GGML_TYPE_Q8_0 = 8
+GGML_TYPE_I2_S = 36
+
+_VARIANTS = {"scalar": ER_KERNEL_SCALAR, "avx2": ER_KERNEL_AVX2, "neon": ER_KERNEL_NEON,
+             "neon_dot": ER_KERNEL_NEON_DOT}
+
+
+class KernelUnavailableError(RuntimeError):
+    """A kernel variant was requested that this build or this CPU cannot run."""
+
+
+cdef const er_kernels *_select(name) except NULL:
+    cdef char err[256]
+    memset(err, 0, sizeof(err))
+    cdef bytes bname = (name or "auto").encode()
+    cdef const er_kernels *k = er_kernels_select(bname, err, sizeof(err))
+    if k == NULL:
+        raise KernelUnavailableError(err.decode())
+    return k
+
+
+def best_kernel():
+    """Name of the variant this CPU runs by default."""
+    return er_kernels_best().name.decode()
+
+
+def available_kernels():
+    """Variants compiled into this build that this CPU can run, best last."""
+    out = []
+    for name, kid in _VARIANTS.items():
+        if er_kernels_get(kid) != NULL:
+            out.append(name)
+    return out
+
+
+def cpu_supports(name):
+    if name not in _VARIANTS:
+        raise KernelUnavailableError(f"unknown kernel variant {name!r}")
+    return bool(er_cpu_supports(_VARIANTS[name]))
+
+
+def select_kernel(name):
+    """Validate a variant name ("auto" or None for the best); returns the chosen name."""
+    return _select(name).name.decode()
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernel entry points for tests: each validates shapes, then calls the chosen variant.
+# ----------------------------------------------------------------------------------------------
+
+def quantize_row_i8(variant, x):
+    cdef const er_kernels *k = _select(variant)
+    cdef float[::1] xv = np.ascontiguousarray(x, dtype=np.float32)
+    q = np.zeros(xv.shape[0], dtype=np.int8)
+    cdef int8_t[::1] qv = q
+    cdef int n = xv.shape[0]
+    if n < 1:
+        raise ValueError("quantize_row_i8 needs at least one value")
+    cdef float s
+    with nogil:
+        s = k.quantize_row_i8(&xv[0], &qv[0], n)
+    return q, s
+
+
+def i2s_gemm(variant, w, q, int rows, int k_dim):
+    """W (rows, k) I2_S codes (bytes-like, rows*k/4) @ Q (n_tok, k) int8 -> (n_tok, rows) int32."""
+    cdef const er_kernels *k = _select(variant)
+    if rows < 1 or k_dim < 128 or k_dim % 128:
+        raise ValueError(f"bad shape rows={rows} k={k_dim} (k must be a positive multiple of 128)")
+    cdef const uint8_t[::1] wv = np.frombuffer(w, dtype=np.uint8)
+    if wv.shape[0] < rows * (k_dim // 4):
+        raise ValueError(f"weights hold {wv.shape[0]} bytes, need {rows * (k_dim // 4)}")
+    q2 = np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8)
+    if q2.shape[1] != k_dim:
+        raise ValueError(f"activations have {q2.shape[1]} columns, expected {k_dim}")
+    cdef int n_tok = q2.shape[0]
+    cdef const int8_t[:, ::1] qv = q2
+    out = np.zeros((n_tok, rows), dtype=np.int32)
+    cdef int32_t[:, ::1] ov = out
+    with nogil:
+        if n_tok == 1:
+            k.i2s_gemv(&wv[0], &qv[0, 0], &ov[0, 0], rows, k_dim)
+        else:
+            k.i2s_gemm(&wv[0], &qv[0, 0], k_dim, &ov[0, 0], rows, rows, k_dim, n_tok)
+    return out
+
+
+def fp16_to_fp32(h):
+    cdef uint16_t[::1] hv = np.ascontiguousarray(h, dtype=np.uint16).reshape(-1)
+    out = np.empty(hv.shape[0], dtype=np.float32)
+    cdef float[::1] ov = out
+    cdef Py_ssize_t i
+    for i in range(hv.shape[0]):
+        ov[i] = er_fp16_to_fp32(hv[i])
+    return out
+
+
+def fp32_to_fp16(x):
+    cdef float[::1] xv = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    out = np.empty(xv.shape[0], dtype=np.uint16)
+    cdef uint16_t[::1] ov = out
+    cdef Py_ssize_t i
+    for i in range(xv.shape[0]):
+        ov[i] = er_fp32_to_fp16(xv[i])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The engine.
+# ----------------------------------------------------------------------------------------------
+
+cdef class Engine:
+    """Forward pass over a mapped model file.
+
+    buffer: the mapped file (any read-only buffer; kept alive by the engine).
+    config: dict with n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, rope_theta, norm_eps.
+    tensors: dict name -> (absolute offset, ggml type, rows, cols, scale or None).
+    """
+    cdef er_engine *e
+    cdef object _buffer
+    cdef const uint8_t[::1] _mem
+    cdef er_layer_weights *_layers
+    cdef readonly int n_ctx, n_batch, n_vocab
+    cdef readonly str kernel
+
+    def __cinit__(self):
+        self.e = NULL
+        self._layers = NULL
+
+    def __init__(self, buffer, dict config, dict tensors, int n_ctx, int n_batch=32, int n_threads=1,
+                 kernel=None):
+        cdef const er_kernels *kern = _select(kernel)
+        self._buffer = buffer
+        self._mem = buffer
+        cdef Py_ssize_t size = self._mem.shape[0]
+        cdef const uint8_t *base = &self._mem[0]
+        cdef er_config cfg
+        cfg.n_vocab = config["n_vocab"]
+        cfg.dim = config["dim"]
+        cfg.n_layers = config["n_layers"]
+        cfg.n_heads = config["n_heads"]
+        cfg.n_kv_heads = config["n_kv_heads"]
+        cfg.head_dim = config["head_dim"]
+        cfg.ffn_dim = config["ffn_dim"]
+        cfg.rope_theta = config["rope_theta"]
+        cfg.norm_eps = config["norm_eps"]
+
+        cdef er_weights w
+        cdef int n_layers = cfg.n_layers
+        self._layers = <er_layer_weights *>calloc(max(n_layers, 1), sizeof(er_layer_weights))
+        if self._layers == NULL:
+            raise MemoryError()
+        head_types = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0}
+        w.tok_embd = base + _off(tensors, size, "token_embd.weight", head_types)
+        w.tok_embd_type = tensors["token_embd.weight"][1]
+        head_name = "output.weight" if "output.weight" in tensors else "token_embd.weight"
+        w.output = base + _off(tensors, size, head_name, head_types)
+        w.output_type = tensors[head_name][1]
+        w.output_norm = <const float *>(base + _off(tensors, size, "output_norm.weight", {GGML_TYPE_F32}))
+        cdef er_layer_weights *L
+        cdef int l
+        for l in range(n_layers):
+            L = &self._layers[l]
+            p = f"blk.{l}."
+            L.attn_norm = <const float *>(base + _off(tensors, size, p + "attn_norm.weight", {GGML_TYPE_F32}))
+            L.attn_sub_norm = <const float *>(base + _off(tensors, size, p + "attn_sub_norm.weight", {GGML_TYPE_F32}))
+            L.ffn_norm = <const float *>(base + _off(tensors, size, p + "ffn_norm.weight", {GGML_TYPE_F32}))
+            L.ffn_sub_norm = <const float *>(base + _off(tensors, size, p + "ffn_sub_norm.weight", {GGML_TYPE_F32}))
+            _set_i2s(&L.wq, base, size, tensors, p + "attn_q.weight")
+            _set_i2s(&L.wk, base, size, tensors, p + "attn_k.weight")
+            _set_i2s(&L.wv, base, size, tensors, p + "attn_v.weight")
+            _set_i2s(&L.wo, base, size, tensors, p + "attn_output.weight")
+            _set_i2s(&L.w_gate, base, size, tensors, p + "ffn_gate.weight")
+            _set_i2s(&L.w_up, base, size, tensors, p + "ffn_up.weight")
+            _set_i2s(&L.w_down, base, size, tensors, p + "ffn_down.weight")
+        w.layers = self._layers
+
+        cdef char err[256]
+        memset(err, 0, sizeof(err))
+        cdef int rc
+        with nogil:
+            rc = er_engine_create(&self.e, &cfg, &w, kern, n_ctx, n_batch, n_threads, err, sizeof(err))
+        if rc == ER_ERR_NOMEM:
+            raise MemoryError(err.decode())
+        if rc != ER_OK:
+            raise ValueError(err.decode())
+        self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self.n_vocab = cfg.n_vocab
+        self.kernel = er_engine_kernel_name(self.e).decode()
+
+    def __dealloc__(self):
+        if self.e != NULL:
+            er_engine_free(self.e)
+            self.e = NULL
+        if self._layers != NULL:
+            free(self._layers)
+            self._layers = NULL
+
+    def close(self):
+        """Stop the threads and free the run state; the engine is unusable afterwards."""
+        if self.e != NULL:
+            er_engine_free(self.e)
+            self.e = NULL
+        self._mem = None
+        self._buffer = None
+
+    @property
+    def n_threads(self):
+        return er_engine_n_threads(self.e) if self.e != NULL else 0
+
+    @property
+    def state_bytes(self):
+        return er_engine_state_bytes(self.e) if self.e != NULL else 0
+
+    def abort(self, flag=True):
+        """Make a running eval() return early (callable from any thread)."""
+        if self.e != NULL:
+            er_engine_abort(self.e, 1 if flag else 0)
+
+    def eval(self, tokens, int pos, bint all_logits=False, out=None):
+        """Run tokens at positions pos.. and return logits ((n, vocab) if all_logits else (vocab,))."""
+        if self.e == NULL:
+            raise RuntimeError("engine is closed")
+        cdef int32_t[::1] tv = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
+        cdef int n = tv.shape[0]
+        if n < 1:
+            raise ValueError("eval needs at least one token")
+        if all_logits:
+            shape = (n, self.n_vocab)
+        else:
+            shape = (self.n_vocab,)
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+        cdef float[::1] ov = out.reshape(-1)
+        cdef int rc
+        with nogil:
+            rc = er_engine_eval(self.e, &tv[0], n, pos, &ov[0], 1 if all_logits else 0)
+        if rc == ER_ERR_ABORT:
+            er_engine_abort(self.e, 0)
+            raise InterruptedError(er_engine_error(self.e).decode())
+        if rc != ER_OK:
+            raise ValueError(er_engine_error(self.e).decode())
+        return out
+
+
+cdef Py_ssize_t _off(dict tensors, Py_ssize_t size, name, expected_types) except -1:
+    """Absolute offset of a tensor, checked against its expected types and the mapped size."""
+    if name not in tensors:
+        raise ValueError(f"tensor {name!r} missing")
+    off, typ, rows, cols, scale = tensors[name]
+    if typ not in expected_types:
+        raise ValueError(f"tensor {name!r} has type {typ}, expected one of {sorted(expected_types)}")
+    if off < 0 or off >= size:
+        raise ValueError(f"tensor {name!r} offset {off} outside the mapped file of {size} bytes")
+    return off
+
+
+cdef int _set_i2s(er_i2s_tensor *t, const uint8_t *base, Py_ssize_t size, dict tensors, name) except -1:
+    cdef Py_ssize_t off = _off(tensors, size, name, {GGML_TYPE_I2_S})
+    _, _, rows, cols, scale = tensors[name]
+    t.codes = base + <Py_ssize_t>off
+    t.rows = rows
+    t.cols = cols
+    t.scale = scale
+    return 0
+
+
+cdef extern from "sys/mman.h" nogil:
+    int mlock(const void *addr, size_t length)
+
+cdef extern from "errno.h":
+    int errno
+
+
+def mlock_buffer(buffer):
+    """Pin a buffer's pages in RAM (use_mlock): the model then never pages out under pressure."""
+    cdef const uint8_t[::1] mv = buffer
+    if mv.shape[0] == 0:
+        return
+    if mlock(&mv[0], mv.shape[0]) != 0:
+        import os
+        err = errno
+        raise OSError(err, f"mlock of {mv.shape[0]} bytes failed: {os.strerror(err)} "
+                           "(raise the memlock limit, e.g. LimitMEMLOCK=infinity in the service unit)")

@@ -1,0 +1,109 @@
+"""`edge-runtime bench`: prompt and decode speed, time to first token, peak RSS, kernel variant.
+
+Runs the engine directly on random token ids (speed does not depend on the text), repeats, and
+reports medians. `--random 2b4t` writes a 2B4T-shaped model with random ternary weights once into
+a cache directory and benchmarks it, so the real model's speed can be measured without it.
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def add_arguments(p):
+    p.add_argument("-m", "--model", default=None, help="model file (GGUF)")
+    p.add_argument("--random", choices=["2b4t", "tiny"], default=None,
+                   help="benchmark a random-weight model of this shape (generated once, cached)")
+    p.add_argument("--head", choices=["f16", "q8_0", "q4_0"], default="q8_0", help="head type of --random")
+    p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/edge-runtime"),
+                   help="where --random models are kept")
+    p.add_argument("-t", "--threads", type=int, default=None)
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--gen-tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--ctx", type=int, default=None, help="context size (default prompt + gen tokens)")
+    p.add_argument("--kernel", default=None, help="force a kernel variant")
+    p.add_argument("--mlock", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def random_model_path(shape, head, cache_dir):
+    from edge_runtime.random_model import write_random_model
+
+    os.makedirs(cache_dir, exist_ok=True)
+    path = os.path.join(cache_dir, f"random-{shape}-{head}.gguf")
+    if not os.path.exists(path):
+        print(f"writing {path} (once)...", file=sys.stderr)
+        write_random_model(path, shape=shape, head=head, seed=1)
+    return path
+
+
+def run_bench(model, prompt_tokens, gen_tokens, repeats, seed=0):
+    """Medians over repeats of prompt tok/s, decode tok/s and time to first token."""
+    rng = np.random.default_rng(seed)
+    eng = model._engine
+    prompt_rates, decode_rates, ttfts = [], [], []
+    for _ in range(repeats):
+        prompt = rng.integers(0, model.n_vocab, size=prompt_tokens, dtype=np.int32)
+        t0 = time.perf_counter()
+        logits = eng.eval(prompt, 0)
+        t1 = time.perf_counter()
+        tok = int(np.argmax(logits))
+        ttfts.append((time.perf_counter() - t0) * 1e3)
+        pos = prompt_tokens
+        t2 = time.perf_counter()
+        for _ in range(gen_tokens):
+            logits = eng.eval([tok], pos)
+            tok = int(np.argmax(logits))
+            pos += 1
+        t3 = time.perf_counter()
+        prompt_rates.append(prompt_tokens / (t1 - t0))
+        decode_rates.append(gen_tokens / (t3 - t2) if gen_tokens else 0.0)
+    return {
+        "prompt_tok_s": statistics.median(prompt_rates),
+        "decode_tok_s": statistics.median(decode_rates),
+        "ttft_ms": statistics.median(ttfts),
+        "prompt_tok_s_all": prompt_rates,
+        "decode_tok_s_all": decode_rates,
+    }
+
+
+def main(args):
+    from edge_runtime.cpu import peak_rss_bytes
+    from edge_runtime.model import Model
+
+    if args.random:
+        path = random_model_path(args.random, args.head, args.cache_dir)
+    elif args.model:
+        path = args.model
+    else:
+        from edge_runtime.model import default_model_path
+
+        path = default_model_path()
+        if path is None:
+            raise ValueError("give -m MODEL or --random 2b4t")
+    n_ctx = args.ctx or (args.prompt_tokens + args.gen_tokens + 1)
+    t0 = time.perf_counter()
+    model = Model(path, n_threads=args.threads, n_ctx=n_ctx, kernel=args.kernel, use_mlock=args.mlock)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    r = run_bench(model, args.prompt_tokens, args.gen_tokens, args.repeats)
+    out = {
+        "model": path, "file_bytes": os.path.getsize(path), "kernel": model.kernel, "threads": model.n_threads,
+        "n_ctx": n_ctx, "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
+        "repeats": args.repeats, "load_ms": round(load_ms, 1),
+        "prompt_tok_s": round(r["prompt_tok_s"], 2), "decode_tok_s": round(r["decode_tok_s"], 2),
+        "ttft_ms": round(r["ttft_ms"], 1), "peak_rss_bytes": peak_rss_bytes(),
+        "state_bytes": model.state_bytes,
+    }
+    model.close()
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            if k == "peak_rss_bytes" or k == "file_bytes" or k == "state_bytes":
+                v = f"{v / 2**20:.1f} MiB"
+            print(f"{k:<14} {v}")
+    return 0

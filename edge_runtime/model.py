@@ -1,0 +1,444 @@
+"""The user-facing model: load a BitNet b1.58 GGUF, generate text, chat.
+
+Return shapes follow llama-cpp-python (text_completion / chat.completion dicts) so existing code
+ports unchanged, plus our "timings". One generation runs at a time per Model (a lock guards the
+engine); the KV cache keeps the tokens of the previous request so a follow-up that shares a prefix
+(the next chat turn) evaluates only its new tokens.
+"""
+import mmap
+import os
+import threading
+import time
+import uuid
+
+import numpy as np
+
+from edge_runtime import _engine
+from edge_runtime.cpu import default_threads
+from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
+from edge_runtime.model_file import open_model_file
+
+DEFAULT_BATCH = 32
+KERNEL_ENV = "EDGE_RUNTIME_KERNEL"
+
+
+class ContextOverflowError(EdgeRuntimeError, ValueError):
+    """The prompt (plus at least one generated token) does not fit the context window."""
+
+
+def default_model_path():
+    """The small model that ships inside the package, or None if this build has none."""
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
+    if os.path.isdir(here):
+        for name in sorted(os.listdir(here)):
+            if name.endswith(".gguf"):
+                return os.path.join(here, name)
+    return None
+
+
+class Model:
+    def __init__(self, path=None, n_threads=None, n_ctx=2048, use_mmap=True, use_mlock=False, seed=None,
+                 n_batch=DEFAULT_BATCH, kernel=None, verbose=False):
+        if path is None:
+            path = default_model_path()
+            if path is None:
+                raise EdgeRuntimeError("no model path given and this build ships no default model")
+        path = os.fspath(path)
+        if not isinstance(n_ctx, int) or n_ctx < 1:
+            raise ValueError(f"n_ctx must be a positive integer, got {n_ctx!r}")
+        if n_threads is None:
+            n_threads = default_threads()
+        if not isinstance(n_threads, int) or n_threads < 1:
+            raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
+        if not isinstance(n_batch, int) or n_batch < 1:
+            raise ValueError(f"n_batch must be a positive integer, got {n_batch!r}")
+        self.path = path
+        self.verbose = verbose
+        self._mf = open_model_file(path)
+        self.config = self._mf.config
+        cfg = self.config
+        buffer = self._mf.reader.buffer
+        if not use_mmap:
+            # read the file into private memory: the engine then uses no file-backed pages
+            buffer = bytearray(buffer)
+        elif isinstance(buffer, mmap.mmap) and hasattr(mmap, "MADV_WILLNEED"):
+            try:
+                buffer.madvise(mmap.MADV_WILLNEED)
+            except OSError:
+                pass
+        self._buffer = buffer
+        self.mlocked = False
+        if use_mlock:
+            _engine.mlock_buffer(buffer)
+            self.mlocked = True
+
+        tensors = {}
+        for name, info in self._mf.reader.tensors.items():
+            rows = int(info.shape[0]) if len(info.shape) > 1 else 1
+            cols = int(info.shape[-1])
+            scale = self._mf.i2s_scale(name) if info.ggml_type == _engine.GGML_TYPE_I2_S else None
+            tensors[name] = (int(info.offset), int(info.ggml_type), rows, cols, scale)
+        engine_cfg = dict(n_vocab=cfg.n_vocab, dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
+                          n_kv_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, ffn_dim=cfg.ffn_dim,
+                          rope_theta=float(cfg.rope_theta), norm_eps=float(cfg.norm_eps))
+        if kernel is None:
+            kernel = os.environ.get(KERNEL_ENV) or None
+        try:
+            self._engine = _engine.Engine(buffer, engine_cfg, tensors, n_ctx, min(n_batch, n_ctx), n_threads,
+                                          kernel)
+        except _engine.KernelUnavailableError as exc:
+            raise EdgeRuntimeError(f"{KERNEL_ENV}/kernel: {exc}") from None
+        except ValueError as exc:
+            raise ModelFormatError(f"{path}: {exc}") from None
+        self.n_ctx = n_ctx
+        self.kernel = self._engine.kernel
+        self.n_threads = self._engine.n_threads
+        self._seed = seed
+        self._lock = threading.RLock()
+        self._cache_tokens = []      # tokens whose K/V are in the cache at positions 0..len-1
+        self.last_eval_tokens = 0    # how many tokens the last request had to evaluate for its prompt
+        self._cancel = threading.Event()
+        self._tokenizer = None
+        self._token_bytes = None
+        self.name = cfg.name or os.path.basename(path)
+
+    # ------------------------------------------------------------------------------------------
+    # resources
+    # ------------------------------------------------------------------------------------------
+    def close(self):
+        eng = getattr(self, "_engine", None)
+        if eng is not None:
+            eng.close()
+            self._engine = None
+        self._buffer = None
+        mf = getattr(self, "_mf", None)
+        if mf is not None:
+            mf.close()
+            self._mf = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def n_vocab(self):
+        return self.config.n_vocab
+
+    @property
+    def state_bytes(self):
+        return self._engine.state_bytes
+
+    # ------------------------------------------------------------------------------------------
+    # tokens
+    # ------------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from edge_runtime.tokenizer import Tokenizer
+
+            meta = self._mf.tokenizer_metadata
+            if not meta or "tokenizer.ggml.tokens" not in meta:
+                raise ModelFormatError(f"{self.path}: the file carries no tokenizer (tokenizer.ggml.tokens)")
+            self._tokenizer = Tokenizer.from_gguf_metadata(
+                tokens=meta["tokenizer.ggml.tokens"], merges=meta.get("tokenizer.ggml.merges", []),
+                token_types=meta.get("tokenizer.ggml.token_type"), pre=meta.get("tokenizer.ggml.pre", "llama-bpe"),
+                bos_id=meta.get("tokenizer.ggml.bos_token_id"), eos_id=meta.get("tokenizer.ggml.eos_token_id"),
+                eot_id=meta.get("tokenizer.ggml.eot_token_id"))
+        return self._tokenizer
+
+    def tokenize(self, text: bytes, add_bos=True, special=False):
+        return self.tokenizer.encode(text, add_bos=add_bos, special=special)
+
+    def detokenize(self, tokens):
+        return self.tokenizer.decode(tokens)
+
+    def _end_ids(self):
+        tok = self.tokenizer
+        ids = set()
+        for i in (tok.eos_id, tok.eot_id):
+            if i is not None:
+                ids.add(int(i))
+        return ids
+
+    # ------------------------------------------------------------------------------------------
+    # evaluation
+    # ------------------------------------------------------------------------------------------
+    def eval_logits(self, tokens, all_logits=True):
+        """Logits for a fresh sequence of token ids (no cache reuse): (n, vocab) or (vocab,)."""
+        with self._lock:
+            self._check_fits(len(tokens), 0)
+            self._cache_tokens = []
+            out = self._engine.eval(tokens, 0, all_logits=all_logits)
+            self._cache_tokens = list(tokens)
+            return out
+
+    def _check_fits(self, n_prompt, n_more):
+        if n_prompt < 1:
+            raise ValueError("the prompt is empty")
+        if n_prompt + n_more > self.n_ctx:
+            raise ContextOverflowError(
+                f"prompt of {n_prompt} tokens does not fit the context of {self.n_ctx} tokens "
+                f"(raise n_ctx/--ctx, shorten the prompt, or pass truncate=True)")
+
+    def _eval_prompt(self, tokens):
+        """Evaluate tokens reusing the longest cached prefix; returns the last token's logits."""
+        cached = self._cache_tokens
+        common = 0
+        limit = min(len(cached), len(tokens))
+        while common < limit and cached[common] == tokens[common]:
+            common += 1
+        if common == len(tokens):
+            common -= 1  # the last token must be run again to get its logits
+        self._cache_tokens = list(tokens[:common])
+        self.last_eval_tokens = len(tokens) - common
+        logits = self._engine.eval(tokens[common:], common)
+        self._cache_tokens = list(tokens)
+        return logits
+
+    def cancel(self):
+        """Stop the running generation (from any thread) within one token."""
+        self._cancel.set()
+        if self._engine is not None:
+            self._engine.abort(True)
+
+    # ------------------------------------------------------------------------------------------
+    # generation
+    # ------------------------------------------------------------------------------------------
+    def _generate(self, prompt_tokens, max_tokens, sampling, stop, json_schema, timings):
+        """Yields (token_id, text_piece, finish_reason_or_None). Text pieces are complete UTF-8."""
+        from edge_runtime.sampling import Sampler
+
+        tok = self.tokenizer
+        end_ids = self._end_ids()
+        sampler = Sampler(sampling, self.n_vocab)
+        constraint = None
+        if json_schema is not None:
+            from edge_runtime.json_schema import JsonSchemaConstraint
+
+            if self._token_bytes is None:
+                self._token_bytes = [tok.token_bytes(i) for i in range(self.n_vocab)]
+            constraint = JsonSchemaConstraint(json_schema, self._token_bytes, end_ids)
+        decoder = tok.stream_decoder()
+        stops = [s for s in (stop or []) if s]
+        hold = max((len(s) for s in stops), default=0)
+        pending = ""     # decoded text not yet released (may be the start of a stop string)
+        history = list(prompt_tokens)
+
+        t0 = time.perf_counter()
+        try:
+            logits = self._eval_prompt(prompt_tokens)
+        except InterruptedError:
+            self._cache_tokens = []
+            yield None, "", "cancelled"
+            return
+        t1 = time.perf_counter()
+        timings["prompt_ms"] = (t1 - t0) * 1e3
+        timings["prompt_tokens_evaluated"] = self.last_eval_tokens
+        n_gen = 0
+        finish = "length"
+        stopped_by_string = False
+        while n_gen < max_tokens:
+            if self._cancel.is_set():
+                finish = "cancelled"
+                break
+            allowed = constraint.allowed_mask() if constraint is not None else None
+            token = sampler.sample(logits, history, allowed)
+            n_gen += 1
+            if timings.get("ttft_ms") is None:
+                timings["ttft_ms"] = (time.perf_counter() - t0) * 1e3
+            if token in end_ids:
+                finish = "stop"
+                break
+            if constraint is not None:
+                constraint.advance(token)
+            history.append(token)
+            pending += decoder.feed(token)
+            if stops:
+                hit = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
+                if hit >= 0:
+                    yield token, pending[:hit], None
+                    pending = ""
+                    finish = "stop"
+                    stopped_by_string = True
+                    break
+                # hold back what could still become the start of a stop string
+                cut = len(pending) - (hold - 1)
+                release, pending = (pending[:cut], pending[cut:]) if cut > 0 else ("", pending)
+                yield token, release, None
+            else:
+                yield token, pending, None
+                pending = ""
+            if n_gen >= max_tokens:
+                break
+            if len(self._cache_tokens) + 1 > self.n_ctx:
+                finish = "length"
+                break
+            try:
+                logits = self._engine.eval([token], len(self._cache_tokens))
+            except InterruptedError:
+                finish = "cancelled"
+                break
+            self._cache_tokens.append(token)
+        if not stopped_by_string:
+            pending += decoder.flush()
+            if pending:
+                yield None, pending, None
+        t2 = time.perf_counter()
+        timings["decode_ms"] = (t2 - t1) * 1e3
+        timings["completion_tokens"] = n_gen
+        yield None, "", finish
+
+    def _prepare_prompt(self, prompt, max_tokens, truncate):
+        if isinstance(prompt, (list, tuple)):
+            tokens = [int(t) for t in prompt]
+        elif isinstance(prompt, (str, bytes)):
+            tokens = self.tokenize(prompt if isinstance(prompt, bytes) else prompt.encode("utf-8"), add_bos=True)
+        else:
+            raise TypeError(f"prompt must be str, bytes or a list of token ids, got {type(prompt).__name__}")
+        return self._fit(tokens, max_tokens, truncate)
+
+    def _fit(self, tokens, max_tokens, truncate):
+        if not tokens:
+            raise ValueError("the prompt is empty")
+        if len(tokens) >= self.n_ctx:
+            if not truncate:
+                self._check_fits(len(tokens), 1)
+            keep = max(1, self.n_ctx - max(1, min(max_tokens, self.n_ctx // 2)))
+            bos = self.tokenizer.bos_id
+            if tokens[0] == bos:
+                tokens = [bos] + tokens[len(tokens) - keep + 1:]
+            else:
+                tokens = tokens[len(tokens) - keep:]
+        return tokens
+
+    def _sampling(self, temperature, top_k, top_p, min_p, repeat_penalty, seed, presence_penalty,
+                  frequency_penalty):
+        from edge_runtime.sampling import SamplingParams
+
+        if seed is None:
+            seed = self._seed
+        return SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                              repeat_penalty=repeat_penalty, presence_penalty=presence_penalty,
+                              frequency_penalty=frequency_penalty, seed=seed)
+
+    def _run(self, tokens, max_tokens, sampling, stop, json_schema):
+        """Yields (piece, finish, usage, timings) under the model lock."""
+        if not isinstance(max_tokens, int) or max_tokens < 0:
+            raise ValueError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
+        if isinstance(stop, str):
+            stop = [stop]
+        with self._lock:
+            self._cancel.clear()
+            self._engine.abort(False)
+            timings = {"ttft_ms": None}
+            n_completion = 0
+            for token, piece, finish in self._generate(tokens, max_tokens, sampling, stop, json_schema, timings):
+                if finish is not None:
+                    n_completion = timings.get("completion_tokens", 0)
+                    usage = {"prompt_tokens": len(tokens), "completion_tokens": n_completion,
+                             "total_tokens": len(tokens) + n_completion}
+                    yield "", finish, usage, self._timings(timings, n_completion)
+                    return
+                yield piece, None, None, None
+
+    @staticmethod
+    def _timings(t, n_completion):
+        prompt_ms = t.get("prompt_ms", 0.0)
+        decode_ms = t.get("decode_ms", 0.0)
+        n_eval = t.get("prompt_tokens_evaluated", 0)
+        return {
+            "prompt_ms": round(prompt_ms, 3),
+            "prompt_tokens_evaluated": n_eval,
+            "prompt_tok_s": round(n_eval / (prompt_ms / 1e3), 3) if prompt_ms > 0 else 0.0,
+            "decode_ms": round(decode_ms, 3),
+            "decode_tok_s": round(max(n_completion - 1, 0) / (decode_ms / 1e3), 3) if decode_ms > 0 else 0.0,
+            "ttft_ms": round(t["ttft_ms"], 3) if t.get("ttft_ms") is not None else round(prompt_ms, 3),
+        }
+
+    def create_completion(self, prompt, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
+                          repeat_penalty=1.1, seed=None, stop=None, json_schema=None, stream=False,
+                          presence_penalty=0.0, frequency_penalty=0.0, truncate=False):
+        sampling = self._sampling(temperature, top_k, top_p, min_p, repeat_penalty, seed, presence_penalty,
+                                  frequency_penalty)
+        tokens = self._prepare_prompt(prompt, max_tokens, truncate)
+        cid = "cmpl-" + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        gen = self._run(tokens, max_tokens, sampling, stop, json_schema)
+
+        def chunk(text, finish, usage=None, timings=None):
+            d = {"id": cid, "object": "text_completion", "created": created, "model": self.name,
+                 "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
+            if usage is not None:
+                d["usage"] = usage
+                d["timings"] = timings
+            return d
+
+        if stream:
+            def streamer():
+                try:
+                    for piece, finish, usage, timings in gen:
+                        if finish is not None:
+                            yield chunk("", finish, usage, timings)
+                        elif piece:
+                            yield chunk(piece, None)
+                finally:
+                    gen.close()
+            return streamer()
+        parts = []
+        for piece, finish, usage, timings in gen:
+            if finish is not None:
+                return {**chunk("".join(parts), finish), "usage": usage, "timings": timings}
+            parts.append(piece)
+        raise EdgeRuntimeError("generation ended without a final state")
+
+    def create_chat_completion(self, messages, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95,
+                               min_p=0.05, repeat_penalty=1.1, seed=None, stop=None, json_schema=None,
+                               stream=False, presence_penalty=0.0, frequency_penalty=0.0, truncate=False):
+        from edge_runtime.chat_format import encode_chat
+
+        sampling = self._sampling(temperature, top_k, top_p, min_p, repeat_penalty, seed, presence_penalty,
+                                  frequency_penalty)
+        tokens = self._fit(encode_chat(self.tokenizer, messages, add_generation_prompt=True), max_tokens, truncate)
+        cid = "chatcmpl-" + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        gen = self._run(tokens, max_tokens, sampling, stop, json_schema)
+
+        if stream:
+            def streamer():
+                try:
+                    yield {"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.name,
+                           "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+                    for piece, finish, usage, timings in gen:
+                        if finish is not None:
+                            yield {"id": cid, "object": "chat.completion.chunk", "created": created,
+                                   "model": self.name,
+                                   "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+                                   "usage": usage, "timings": timings}
+                        elif piece:
+                            yield {"id": cid, "object": "chat.completion.chunk", "created": created,
+                                   "model": self.name,
+                                   "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                finally:
+                    gen.close()
+            return streamer()
+        parts = []
+        for piece, finish, usage, timings in gen:
+            if finish is not None:
+                return {"id": cid, "object": "chat.completion", "created": created, "model": self.name,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)},
+                                     "logprobs": None, "finish_reason": finish}],
+                        "usage": usage, "timings": timings}
+            parts.append(piece)
+        raise EdgeRuntimeError("generation ended without a final state")
+
+    def __call__(self, prompt, **kw):
+        return self.create_completion(prompt, **kw)
+
+    def info(self):
+        c = self.config
+        return {"path": self.path, "name": self.name, "kernel": self.kernel, "n_threads": self.n_threads,
+                "n_ctx": self.n_ctx, "n_vocab": c.n_vocab, "dim": c.dim, "n_layers": c.n_layers,
+                "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads, "ffn_dim": c.ffn_dim, "head_type": c.head_type,
+                "state_bytes": self.state_bytes, "file_size": self._mf.file_size}

@@ -1,0 +1,126 @@
+/* Run-time choice of the kernel variant: what was compiled in AND what this CPU reports. */
+#include <stdio.h>
+#include <string.h>
+
+#include "er_kernels.h"
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1 << 1)
+#endif
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#endif
+
+static const er_kernels k_scalar = {
+    ER_KERNEL_SCALAR,        "scalar",        er_quantize_row_i8_ref, er_i2s_gemv_ref,
+    er_i2s_gemm_ref,         er_f16_gemv_ref, er_quantize_row_q8_0_ref, er_q8_0_gemv_ref,
+    er_q4_0_gemv_ref,
+};
+
+#ifdef ER_HAVE_AVX2_BUILD
+static const er_kernels k_avx2 = {
+    ER_KERNEL_AVX2,          "avx2",           er_quantize_row_i8_avx2, er_i2s_gemv_avx2,
+    er_i2s_gemm_avx2,        er_f16_gemv_avx2, er_quantize_row_q8_0_avx2, er_q8_0_gemv_avx2,
+    er_q4_0_gemv_avx2,
+};
+#endif
+
+#ifdef ER_HAVE_NEON_BUILD
+static const er_kernels k_neon = {
+    ER_KERNEL_NEON,          "neon",           er_quantize_row_i8_neon, er_i2s_gemv_neon,
+    er_i2s_gemm_neon,        er_f16_gemv_neon, er_quantize_row_q8_0_neon, er_q8_0_gemv_neon,
+    er_q4_0_gemv_neon,
+};
+static const er_kernels k_neon_dot = {
+    ER_KERNEL_NEON_DOT,      "neon_dot",       er_quantize_row_i8_neon, er_i2s_gemv_neon_dot,
+    er_i2s_gemm_neon_dot,    er_f16_gemv_neon, er_quantize_row_q8_0_neon, er_q8_0_gemv_neon_dot,
+    er_q4_0_gemv_neon_dot,
+};
+#endif
+
+static const char *const k_names[ER_KERNEL_COUNT] = {"scalar", "avx2", "neon", "neon_dot"};
+
+int er_cpu_supports(er_kernel_id id) {
+    switch (id) {
+    case ER_KERNEL_SCALAR:
+        return 1;
+    case ER_KERNEL_AVX2:
+#if defined(__x86_64__) && defined(__GNUC__)
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+#else
+        return 0;
+#endif
+    case ER_KERNEL_NEON:
+#if defined(__aarch64__)
+        return 1; /* Advanced SIMD is mandatory in Armv8-A */
+#else
+        return 0;
+#endif
+    case ER_KERNEL_NEON_DOT:
+#if defined(__aarch64__) && defined(__linux__)
+        return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+        return 0;
+#endif
+    default:
+        return 0;
+    }
+}
+
+static const er_kernels *compiled(er_kernel_id id) {
+    switch (id) {
+    case ER_KERNEL_SCALAR:
+        return &k_scalar;
+#ifdef ER_HAVE_AVX2_BUILD
+    case ER_KERNEL_AVX2:
+        return &k_avx2;
+#endif
+#ifdef ER_HAVE_NEON_BUILD
+    case ER_KERNEL_NEON:
+        return &k_neon;
+    case ER_KERNEL_NEON_DOT:
+        return &k_neon_dot;
+#endif
+    default:
+        return NULL;
+    }
+}
+
+const er_kernels *er_kernels_get(er_kernel_id id) {
+    if ((int)id < 0 || id >= ER_KERNEL_COUNT) return NULL;
+    return er_cpu_supports(id) ? compiled(id) : NULL;
+}
+
+const er_kernels *er_kernels_best(void) {
+    static const er_kernel_id order[] = {ER_KERNEL_NEON_DOT, ER_KERNEL_NEON, ER_KERNEL_AVX2};
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        const er_kernels *k = er_kernels_get(order[i]);
+        if (k) return k;
+    }
+    return &k_scalar;
+}
+
+const er_kernels *er_kernels_select(const char *name, char *err, size_t err_len) {
+    if (name == NULL || name[0] == '\0' || strcmp(name, "auto") == 0) return er_kernels_best();
+    for (int i = 0; i < ER_KERNEL_COUNT; i++) {
+        if (strcmp(name, k_names[i]) != 0) continue;
+        if (!compiled((er_kernel_id)i)) {
+            snprintf(err, err_len, "kernel variant '%s' is not built for this architecture", name);
+            return NULL;
+        }
+        if (!er_cpu_supports((er_kernel_id)i)) {
+            snprintf(err, err_len, "kernel variant '%s' cannot run on this CPU (missing instructions)",
+                     name);
+            return NULL;
+        }
+        return compiled((er_kernel_id)i);
+    }
+    snprintf(err, err_len, "unknown kernel variant '%s' (expected one of: auto, scalar, avx2, neon, neon_dot)",
+             name);
+    return NULL;
+}

@@ -1,0 +1,167 @@
+/* edge-runtime kernels: block layouts, the kernel table, and every variant's entry points.
+ *
+ * The scalar reference (*_ref) is the specification. Every SIMD variant must return
+ * BIT-IDENTICAL int32 results for the ternary kernels and identical int8 codes/scales for
+ * activation quantization, for every shape the functions accept.
+ *
+ * Functions return nothing or a value; none allocates, none exits. Shapes are validated by
+ * the caller (Python/Cython) before any kernel runs.
+ */
+#ifndef ER_KERNELS_H
+#define ER_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------
+ * I2_S (GGUF type id 36): 2 bits per weight, ONE float32 scale per tensor.
+ * A tensor of n weights occupies n/4 bytes of codes, then the float32 scale, padded to
+ * n/4 + 32 bytes. Codes: 0 -> -1, 1 -> 0, 2 -> +1 (3 never appears in a valid file and
+ * is read as +2 by every variant alike).
+ * Groups of 128 consecutive weights (row-major) fill 32 bytes: byte j (0..31) of group g
+ * holds weight 128g+j at bits 7:6, 128g+j+32 at bits 5:4, 128g+j+64 at bits 3:2 and
+ * 128g+j+96 at bits 1:0. A row of k weights (k % 128 == 0) is k/4 bytes.
+ * ------------------------------------------------------------------------------------- */
+#define ER_I2S_GROUP 128
+#define ER_I2S_GROUP_BYTES 32
+#define ER_GGML_TYPE_I2_S 36
+
+/* Q8_0 (GGUF type id 8): 8.5 bits per weight; blocks of 32: fp16 scale d, then 32 int8. */
+#define ER_QK8_0 32
+typedef struct {
+    uint16_t d;        /* fp16 bits */
+    int8_t qs[ER_QK8_0];
+} er_block_q8_0;
+_Static_assert(sizeof(er_block_q8_0) == 34, "q8_0 block is 34 bytes");
+
+/* Q4_0 (GGUF type id 2): 4.5 bits per weight; blocks of 32: fp16 scale d, then 16 bytes;
+ * byte j holds weight j (low nibble) and weight j+16 (high nibble), value = (nibble - 8) * d. */
+#define ER_QK4_0 32
+typedef struct {
+    uint16_t d;
+    uint8_t qs[ER_QK4_0 / 2];
+} er_block_q4_0;
+_Static_assert(sizeof(er_block_q4_0) == 18, "q4_0 block is 18 bytes");
+
+/* ---------------------------------------------------------------------------------------
+ * Kernel signatures (every variant has the same ones).
+ * ------------------------------------------------------------------------------------- */
+
+/* x (n,) f32 -> q (n,) int8 with q = clamp(round_half_even(x * s), -128, 127),
+ * s = 127 / max(max|x|, 1e-5). Returns s. (Per-token activation quantization of BitLinear.) */
+typedef float (*er_quantize_row_i8_fn)(const float *x, int8_t *q, int n);
+
+/* Ternary GEMV: W (rows, k) I2_S codes @ q (k,) int8 -> out (rows,) int32,
+ * out[r] = sum_i (code(r,i) - 1) * q[i]. k % 128 == 0, rows >= 1. Exact in int32. */
+typedef void (*er_i2s_gemv_fn)(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k);
+
+/* Ternary GEMM: W (rows, k) @ Q^T -> out, for n_tok tokens:
+ * out[t * ldo + r] = sum_i (code(r,i) - 1) * q[t * ldq + i].
+ * Each unpacked weight block is reused across the tokens of a tile. */
+typedef void (*er_i2s_gemm_fn)(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo,
+                               int rows, int k, int n_tok);
+
+/* Output head, F16 weights: W (rows, k) f16 @ x (k,) f32 -> out (rows,) f32. */
+typedef void (*er_f16_gemv_fn)(const uint16_t *w, const float *x, float *out, int rows, int k);
+
+/* Quantize x (k,) f32 into Q8_0 blocks (k % 32 == 0), round-half-even, d = max|x|/127. */
+typedef void (*er_quantize_row_q8_0_fn)(const float *x, er_block_q8_0 *y, int k);
+
+/* Output head, Q8_0 weights: W (rows, k) Q8_0 @ xq (k,) Q8_0 -> out (rows,) f32,
+ * out[r] = sum_b d_w(r,b) * d_x(b) * sum_j w_q * x_q  (per-block int32 sums are exact). */
+typedef void (*er_q8_0_gemv_fn)(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out,
+                                int rows, int k);
+
+/* Output head, Q4_0 weights against Q8_0 activations, same contract as the Q8_0 head. */
+typedef void (*er_q4_0_gemv_fn)(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *out,
+                                int rows, int k);
+
+typedef enum {
+    ER_KERNEL_SCALAR = 0,
+    ER_KERNEL_AVX2 = 1,
+    ER_KERNEL_NEON = 2,
+    ER_KERNEL_NEON_DOT = 3,
+    ER_KERNEL_COUNT = 4
+} er_kernel_id;
+
+typedef struct {
+    er_kernel_id id;
+    const char *name; /* "scalar", "avx2", "neon", "neon_dot" */
+    er_quantize_row_i8_fn quantize_row_i8;
+    er_i2s_gemv_fn i2s_gemv;
+    er_i2s_gemm_fn i2s_gemm;
+    er_f16_gemv_fn f16_gemv;
+    er_quantize_row_q8_0_fn quantize_row_q8_0;
+    er_q8_0_gemv_fn q8_0_gemv;
+    er_q4_0_gemv_fn q4_0_gemv;
+} er_kernels;
+
+/* ---------------------------------------------------------------------------------------
+ * Variants. A variant whose ISA the build target lacks is not compiled; its table entry
+ * is NULL and er_kernels_get() refuses it.
+ * ------------------------------------------------------------------------------------- */
+float er_quantize_row_i8_ref(const float *x, int8_t *q, int n);
+void er_i2s_gemv_ref(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k);
+void er_i2s_gemm_ref(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
+                     int k, int n_tok);
+void er_f16_gemv_ref(const uint16_t *w, const float *x, float *out, int rows, int k);
+void er_quantize_row_q8_0_ref(const float *x, er_block_q8_0 *y, int k);
+void er_q8_0_gemv_ref(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
+void er_q4_0_gemv_ref(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define ER_HAVE_AVX2_BUILD 1
+float er_quantize_row_i8_avx2(const float *x, int8_t *q, int n);
+void er_i2s_gemv_avx2(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k);
+void er_i2s_gemm_avx2(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
+                      int k, int n_tok);
+void er_f16_gemv_avx2(const uint16_t *w, const float *x, float *out, int rows, int k);
+void er_quantize_row_q8_0_avx2(const float *x, er_block_q8_0 *y, int k);
+void er_q8_0_gemv_avx2(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
+void er_q4_0_gemv_avx2(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
+#endif
+
+#if defined(__aarch64__)
+#define ER_HAVE_NEON_BUILD 1
+float er_quantize_row_i8_neon(const float *x, int8_t *q, int n);
+void er_i2s_gemv_neon(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k);
+void er_i2s_gemm_neon(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
+                      int k, int n_tok);
+void er_f16_gemv_neon(const uint16_t *w, const float *x, float *out, int rows, int k);
+void er_quantize_row_q8_0_neon(const float *x, er_block_q8_0 *y, int k);
+void er_q8_0_gemv_neon(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
+void er_q4_0_gemv_neon(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
+/* dotprod (sdot) variants; the rest of the neon_dot table reuses the plain NEON functions. */
+void er_i2s_gemv_neon_dot(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k);
+void er_i2s_gemm_neon_dot(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo,
+                          int rows, int k, int n_tok);
+void er_q8_0_gemv_neon_dot(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows,
+                           int k);
+void er_q4_0_gemv_neon_dot(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *out, int rows,
+                           int k);
+#endif
+
+/* ---------------------------------------------------------------------------------------
+ * Dispatch (er_dispatch.c).
+ * ------------------------------------------------------------------------------------- */
+/* The table of a variant if it was compiled in AND this CPU can run it, else NULL. */
+const er_kernels *er_kernels_get(er_kernel_id id);
+/* Whether this CPU can run a variant (independent of whether it was compiled in). */
+int er_cpu_supports(er_kernel_id id);
+/* The best variant this CPU can run. */
+const er_kernels *er_kernels_best(void);
+/* Select by name ("auto" or NULL = best). On failure returns NULL and writes a message. */
+const er_kernels *er_kernels_select(const char *name, char *err, size_t err_len);
+
+/* fp16 <-> fp32, round-half-even, identical on every target. */
+float er_fp16_to_fp32(uint16_t h);
+uint16_t er_fp32_to_fp16(float f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ER_KERNELS_H */

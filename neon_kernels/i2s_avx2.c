@@ -1,0 +1,223 @@
+/* AVX2 activation quantization and I2_S ternary GEMV/GEMM (x86-64 with AVX2, FMA, F16C).
+ *
+ * Ternary trick: codes stay unsigned (0..3) and feed the unsigned operand of vpmaddubsw;
+ * sum((code - 1) * q) = sum(code * q) - sum(q), and sum(q) is computed once per token.
+ * Sub-vector m (m = 0..3, shift 6 - 2m) of a 32-byte group lines up with the 32 contiguous
+ * activations q[128g + 32m .. 128g + 32m + 31], so no permutation is needed.
+ *
+ * int16 bound: one vpmaddubsw lane is a pair sum of code * q, |.| <= 2 * 3 * 128 = 768.
+ * A tile accumulator takes 4 such sums per group (one per sub-vector), so 8 groups add at most
+ * 8 * 4 * 768 = 24576 < 32767 before the int16 lanes are widened to int32 (vpmaddwd by 1).
+ */
+#if defined(__x86_64__)
+#pragma GCC target("avx2,fma,f16c")
+#include <immintrin.h>
+#include <math.h>
+
+#include "er_kernels.h"
+
+#define I2S_INT16_GROUPS 8
+
+/* GEMM tiles: GEMM_ROWS x GEMM_TOKS int16 accumulators plus GEMM_ROWS code vectors fit the
+ * 16 ymm registers; the weight rows of a block (ROW_BLOCK_BYTES) stay cached across all
+ * token tiles, so each weight byte is read from memory once per call. */
+#ifndef GEMM_ROWS
+#define GEMM_ROWS 2
+#define GEMM_TOKS 6
+#endif
+#define GEMV_ROWS 4
+#define ROW_BLOCK_BYTES (64 * 1024)
+/* array bounds of a tile, so the accumulators are fixed-size arrays the compiler keeps in registers */
+#define TILE_MAX_ROWS 4
+#define TILE_MAX_ACC (GEMM_ROWS * GEMM_TOKS > GEMV_ROWS ? GEMM_ROWS * GEMM_TOKS : GEMV_ROWS)
+
+#define ER_INLINE static inline __attribute__((always_inline))
+/* An empty asm that "changes" v: stops GCC from reassociating the accumulator adds of the four
+ * sub-vectors into a tree, which would keep every product live at once and spill the tile. */
+#define KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))
+
+ER_INLINE int32_t hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+ER_INLINE float hmax_ps(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* 32 floats * scale -> 32 int8, round half to even, saturating (= clamp to [-128, 127]). */
+ER_INLINE __m256i scale_round_pack32(const float *x, __m256 scale) {
+    const int rne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    __m256i a = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), scale), rne));
+    __m256i b = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8), scale), rne));
+    __m256i c = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 16), scale), rne));
+    __m256i d = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 24), scale), rne));
+    /* packs work per 128-bit lane: the dwords come out as 0,2,4,6,1,3,5,7 blocks of four */
+    __m256i ab = _mm256_packs_epi32(a, b);
+    __m256i cd = _mm256_packs_epi32(c, d);
+    __m256i abcd = _mm256_packs_epi16(ab, cd);
+    return _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+float er_quantize_row_i8_avx2(const float *x, int8_t *q, int n) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        m0 = _mm256_max_ps(m0, _mm256_and_ps(_mm256_loadu_ps(x + i), abs_mask));
+        m1 = _mm256_max_ps(m1, _mm256_and_ps(_mm256_loadu_ps(x + i + 8), abs_mask));
+    }
+    float amax = hmax_ps(_mm256_max_ps(m0, m1));
+    for (; i < n; i++) {
+        float a = fabsf(x[i]);
+        amax = a > amax ? a : amax;
+    }
+    if (amax < 1e-5f) amax = 1e-5f;
+    const float s = 127.0f / amax;
+    const __m256 vs = _mm256_set1_ps(s);
+    i = 0;
+    for (; i + 32 <= n; i += 32) _mm256_storeu_si256((__m256i *)(q + i), scale_round_pack32(x + i, vs));
+    for (; i < n; i++) {
+        float v = rintf(x[i] * s);
+        v = v > 127.0f ? 127.0f : (v < -128.0f ? -128.0f : v);
+        q[i] = (int8_t)v;
+    }
+    return s;
+}
+
+/* sum(q[0..k)), k % 128 == 0: vpmaddubsw by 1 then vpmaddwd by 1. */
+static int32_t qsum_avx2(const int8_t *q, int k) {
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    __m256i acc = _mm256_setzero_si256();
+    for (int i = 0; i < k; i += 32) {
+        __m256i p = _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(q + i)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones16));
+    }
+    return hsum_epi32(acc);
+}
+
+/* Codes of sub-vector m of a 32-byte group; m is a constant after inlining. */
+ER_INLINE __m256i unpack_codes(const uint8_t *group, int m, __m256i mask3) {
+    __m256i b = _mm256_loadu_si256((const __m256i *)group);
+    switch (m) {
+    case 0: return _mm256_and_si256(_mm256_srli_epi16(b, 6), mask3);
+    case 1: return _mm256_and_si256(_mm256_srli_epi16(b, 4), mask3);
+    case 2: return _mm256_and_si256(_mm256_srli_epi16(b, 2), mask3);
+    default: return _mm256_and_si256(b, mask3);
+    }
+}
+
+/* One tile: rows [0, R) of w times tokens [0, T) of q.
+ * out[t * ldo + r] = sum_i code(r, i) * q[t * ldq + i] - qsum[t]. */
+ER_INLINE void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, size_t ldq,
+                        int groups, const int32_t *qsum, int32_t *out, size_t ldo, const int R,
+                        const int T) {
+    const __m256i mask3 = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
+    __m256i acc32[TILE_MAX_ACC];
+#pragma GCC unroll 32
+    for (int i = 0; i < R * T; i++) acc32[i] = _mm256_setzero_si256();
+    for (int g0 = 0; g0 < groups; g0 += I2S_INT16_GROUPS) {
+        const int g1 = g0 + I2S_INT16_GROUPS < groups ? g0 + I2S_INT16_GROUPS : groups;
+        __m256i acc16[TILE_MAX_ACC];
+#pragma GCC unroll 32
+        for (int i = 0; i < R * T; i++) acc16[i] = _mm256_setzero_si256();
+        for (int g = g0; g < g1; g++) {
+#pragma GCC unroll 4
+            for (int m = 0; m < 4; m++) {
+                __m256i codes[TILE_MAX_ROWS];
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++)
+                    codes[r] = unpack_codes(w + r * row_bytes + (size_t)g * ER_I2S_GROUP_BYTES, m, mask3);
+#pragma GCC unroll 8
+                for (int t = 0; t < T; t++) {
+                    const __m256i qv = _mm256_loadu_si256(
+                        (const __m256i *)(q + t * ldq + (size_t)g * ER_I2S_GROUP + 32 * m));
+#pragma GCC unroll 8
+                    for (int r = 0; r < R; r++)
+                        acc16[r * T + t] =
+                            _mm256_add_epi16(acc16[r * T + t], _mm256_maddubs_epi16(codes[r], qv));
+                }
+#pragma GCC unroll 32
+                for (int i = 0; i < R * T; i++) KEEP_IN_REGISTER(acc16[i]);
+            }
+        }
+#pragma GCC unroll 32
+        for (int i = 0; i < R * T; i++)
+            acc32[i] = _mm256_add_epi32(acc32[i], _mm256_madd_epi16(acc16[i], ones16));
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++)
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) out[t * ldo + r] = hsum_epi32(acc32[r * T + t]) - qsum[t];
+}
+
+void er_i2s_gemv_avx2(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k) {
+    const size_t row_bytes = (size_t)k / 4;
+    const int groups = k / ER_I2S_GROUP;
+    const int32_t qsum = qsum_avx2(q, k);
+    int r = 0;
+    for (; r + GEMV_ROWS <= rows; r += GEMV_ROWS)
+        i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, GEMV_ROWS, 1);
+    for (; r < rows; r++) i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, 1, 1);
+}
+
+/* Rows of one row tile (R = GEMM_ROWS or 1) against nt <= GEMM_TOKS tokens; nt becomes a
+ * constant in each case so every tile shape is fully unrolled. */
+#define TILE_CASE(R, NT)                                                                         \
+    case NT:                                                                                     \
+        i2s_tile(w, row_bytes, q, ldq, groups, qsum, out, ldo, R, NT);                           \
+        break;
+
+#if GEMM_TOKS >= 8
+#define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2) TILE_CASE(R, 3) TILE_CASE(R, 4) TILE_CASE(R, 5) TILE_CASE(R, 6) TILE_CASE(R, 7) TILE_CASE(R, 8)
+#elif GEMM_TOKS >= 6
+#define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2) TILE_CASE(R, 3) TILE_CASE(R, 4) TILE_CASE(R, 5) TILE_CASE(R, 6)
+#elif GEMM_TOKS >= 5
+#define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2) TILE_CASE(R, 3) TILE_CASE(R, 4) TILE_CASE(R, 5)
+#elif GEMM_TOKS >= 4
+#define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2) TILE_CASE(R, 3) TILE_CASE(R, 4)
+#elif GEMM_TOKS >= 3
+#define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2) TILE_CASE(R, 3)
+#else
+#define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2)
+#endif
+static void i2s_tile_rows(const uint8_t *w, size_t row_bytes, const int8_t *q, size_t ldq,
+                          int groups, const int32_t *qsum, int32_t *out, size_t ldo, int nt) {
+    switch (nt) { TILE_CASES(GEMM_ROWS) }
+}
+
+static void i2s_tile_row1(const uint8_t *w, size_t row_bytes, const int8_t *q, size_t ldq,
+                          int groups, const int32_t *qsum, int32_t *out, size_t ldo, int nt) {
+    switch (nt) { TILE_CASES(1) }
+}
+#undef TILE_CASE
+
+
+void er_i2s_gemm_avx2(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
+                      int k, int n_tok) {
+    const size_t row_bytes = (size_t)k / 4;
+    const int groups = k / ER_I2S_GROUP;
+    int block_rows = (int)(ROW_BLOCK_BYTES / row_bytes) / GEMM_ROWS * GEMM_ROWS;
+    if (block_rows < GEMM_ROWS) block_rows = GEMM_ROWS;
+    for (int r0 = 0; r0 < rows; r0 += block_rows) {
+        const int r1 = r0 + block_rows < rows ? r0 + block_rows : rows;
+        for (int t0 = 0; t0 < n_tok; t0 += GEMM_TOKS) {
+            const int nt = n_tok - t0 < GEMM_TOKS ? n_tok - t0 : GEMM_TOKS;
+            const int8_t *qt = q + (size_t)t0 * ldq;
+            int32_t *ot = out + (size_t)t0 * ldo;
+            int32_t qsum[GEMM_TOKS];
+            for (int t = 0; t < nt; t++) qsum[t] = qsum_avx2(qt + (size_t)t * ldq, k);
+            int r = r0;
+            for (; r + GEMM_ROWS <= r1; r += GEMM_ROWS)
+                i2s_tile_rows(w + r * row_bytes, row_bytes, qt, ldq, groups, qsum, ot + r, ldo, nt);
+            for (; r < r1; r++)
+                i2s_tile_row1(w + r * row_bytes, row_bytes, qt, ldq, groups, qsum, ot + r, ldo, nt);
+        }
+    }
+}
+#endif /* __x86_64__ */

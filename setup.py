@@ -1,0 +1,39 @@
+"""Build of edge-runtime: one Cython extension over the C sources in neon_kernels/.
+
+Every kernel variant the target can run is compiled in (each file enables its own ISA with a
+pragma) and the runtime picks one at start-up. A failed compile fails the build: there is no
+pure-Python fallback.
+"""
+import glob
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+C_SOURCES = sorted(glob.glob(os.path.join("neon_kernels", "*.c")))
+
+extra_compile_args = [
+    "-O3",
+    "-std=c11",
+    "-pthread",
+    # no fused multiply-add contraction: the same float rounding on x86 and ARM
+    "-ffp-contract=off",
+    "-fno-math-errno",
+    "-Wall",
+    "-Wno-unused-function",
+]
+if os.environ.get("EDGE_RUNTIME_DEBUG_BUILD"):
+    extra_compile_args += ["-O0", "-g"]
+
+ext = Extension(
+    "edge_runtime._engine",
+    sources=["edge_runtime/_engine.pyx"] + C_SOURCES,
+    include_dirs=["neon_kernels"],
+    extra_compile_args=extra_compile_args,
+    extra_link_args=["-pthread", "-lm"],
+)
+
+setup(
+    ext_modules=cythonize([ext], language_level=3, compiler_directives={"embedsignature": True}),
+)
