@@ -29,7 +29,8 @@ required key) raises ValueError naming the file, the key, the value and what was
 Detection (`detect_board`) reads files under a root directory, "/" on a real machine: Android's
 system partition, /proc/device-tree/{compatible,model}, and the "CPU part" and "Features"/"flags"
 lines of /proc/cpuinfo. The first rule kind that matches any board decides:
-android > device tree (longest matching pattern) > exact CPU-part set > arch + hwcaps.
+android > device tree (compatible before model; the longest matching pattern) > exact CPU-part
+set > arch + hwcaps.
 """
 
 from __future__ import annotations
@@ -453,7 +454,7 @@ def match_board(facts: BoardFacts, configs: Mapping[str, DeviceConfig]) -> tuple
                            for pattern in config.match.device_tree_model
                            if pattern.lower() in facts.device_tree_model.lower()]
         for pattern, preference, source, value in candidates:
-            rank = (len(pattern), preference)
+            rank = (preference, len(pattern))
             if best is None or rank > best[:2]:
                 best = (*rank, name, f"device-tree {source} '{value}' contains '{pattern}'")
     if best is not None:

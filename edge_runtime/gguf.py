@@ -281,9 +281,12 @@ class GGUFReader:
             with open(self.path, "rb") as f:
                 self.file_size = os.fstat(f.fileno()).st_size
                 if self.file_size < _HEADER.size:
+                    start = f.read(4)
+                    what = "a truncated GGUF header" if start == GGUF_MAGIC else (
+                        f"not a GGUF file (starts with {start!r})")
                     raise ModelFormatError(
-                        f"{self.path}: file is {self.file_size} bytes, smaller than a GGUF header "
-                        f"({_HEADER.size} bytes)"
+                        f"{self.path}: {what}: the file is {self.file_size} bytes, a GGUF header "
+                        f"is {_HEADER.size}"
                     )
                 self.buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as exc:
@@ -341,7 +344,8 @@ class GGUFReader:
             self.value_types[key] = spec
         self.alignment = self._alignment()
         self.tensors: dict[str, TensorInfo] = {}
-        infos = [self._read_tensor_info(cur, index) for index in range(n_tensors)]
+        seen: set[str] = set()
+        infos = [self._read_tensor_info(cur, index, seen) for index in range(n_tensors)]
         self.data_offset = -(-cur.pos // self.alignment) * self.alignment
         self._place_tensors(infos)
 
@@ -436,12 +440,13 @@ class GGUFReader:
             )
         return int(value)
 
-    def _read_tensor_info(self, cur: _Cursor, index: int):
+    def _read_tensor_info(self, cur: _Cursor, index: int, seen: set[str]):
         at = cur.pos
         name = cur.name(f"tensor #{index} name")
         what = f"tensor {name!r}"
-        if name in self.tensors:
+        if name in seen:
             raise cur.fail(what, "name appears twice", at)
+        seen.add(name)
         n_dims_at = cur.pos
         n_dims = cur.u32(f"{what} n_dims")
         if not 1 <= n_dims <= MAX_DIMS:
@@ -471,7 +476,6 @@ class GGUFReader:
             raise cur.fail(what, f"shape {list(dims)} does not fit its type: {exc}", type_at) from None
         offset_at = cur.pos
         offset = cur.u64(f"{what} offset")
-        self.tensors[name] = None  # reserve the name for the duplicate check
         return name, dims, ggml_type, offset, offset_at, nbytes, n_elements
 
     def _place_tensors(self, infos) -> None:
@@ -584,6 +588,13 @@ class _PendingTensor:
     data: TensorData
 
 
+def _value_type_of_dtype(dtype: np.dtype) -> ValueType:
+    try:
+        return _VALUE_TYPE_OF_DTYPE[np.dtype(dtype).newbyteorder("<")]
+    except KeyError:
+        raise TypeError(f"no GGUF value type for numpy dtype {dtype}") from None
+
+
 def infer_value_type(value: Any) -> ValueTypeSpec:
     """The GGUF type a Python/numpy value is written as when no type is given: bool -> BOOL,
     non-negative int < 2**32 -> UINT32 (llama.cpp's type for counts), other ints -> INT32 or
@@ -592,7 +603,7 @@ def infer_value_type(value: Any) -> ValueTypeSpec:
     if isinstance(value, (bool, np.bool_)):
         return ValueType.BOOL
     if isinstance(value, np.generic):
-        return _VALUE_TYPE_OF_DTYPE[value.dtype.newbyteorder("<") if value.dtype.itemsize > 1 else value.dtype]
+        return _value_type_of_dtype(value.dtype)
     if isinstance(value, int):
         if 0 <= value < 1 << 32:
             return ValueType.UINT32
@@ -604,10 +615,7 @@ def infer_value_type(value: Any) -> ValueTypeSpec:
     if isinstance(value, str):
         return ValueType.STRING
     if isinstance(value, np.ndarray):
-        dtype = value.dtype if value.dtype.itemsize == 1 else value.dtype.newbyteorder("<")
-        if dtype not in _VALUE_TYPE_OF_DTYPE:
-            raise TypeError(f"no GGUF array type for numpy dtype {value.dtype}")
-        return (ValueType.ARRAY, _VALUE_TYPE_OF_DTYPE[dtype])
+        return (ValueType.ARRAY, _value_type_of_dtype(value.dtype))
     if isinstance(value, (list, tuple)):
         if not value:
             raise TypeError("cannot infer the item type of an empty array; pass vtype")
@@ -830,8 +838,9 @@ def _check_ternary(t: np.ndarray, what: str) -> np.ndarray:
 
 
 def _check_buffer(buf, nbytes: int, what: str) -> memoryview:
-    view = memoryview(buf).cast("B") if not isinstance(buf, np.ndarray) else memoryview(
-        np.ascontiguousarray(buf)).cast("B")
+    if isinstance(buf, np.ndarray):
+        buf = np.ascontiguousarray(buf)
+    view = memoryview(buf).cast("B")
     if view.nbytes < nbytes:
         raise ModelFormatError(f"{what}: needs {nbytes} bytes, got {view.nbytes}")
     return view
@@ -852,7 +861,8 @@ def pack_i2s(ternary: Any, scale: float) -> bytes:
     return packed.tobytes() + _F32.pack(scale) + bytes(I2S_TRAILER - 4)
 
 
-def unpack_i2s(buf: Any, rows: int, cols: int, *, name: str = "I2_S tensor") -> tuple[np.ndarray, float]:
+def unpack_i2s(buf: Any, rows: int, cols: int, *,
+               name: str = "I2_S tensor") -> tuple[np.ndarray, float]:
     """I2_S bytes -> ((rows, cols) int8 ternary, f32 scale). Code 3 (not ternary) raises
     ModelFormatError naming `name`."""
     if cols % I2S_GROUP:
@@ -892,7 +902,8 @@ def ternary_to_tq2_0(ternary: Any, scale: float) -> bytes:
     return blocks.tobytes()
 
 
-def tq2_0_to_ternary(buf: Any, rows: int, cols: int, *, name: str = "TQ2_0 tensor") -> tuple[np.ndarray, np.ndarray]:
+def tq2_0_to_ternary(buf: Any, rows: int, cols: int, *,
+                     name: str = "TQ2_0 tensor") -> tuple[np.ndarray, np.ndarray]:
     """TQ2_0 bytes -> ((rows, cols) int8 ternary, f32 scale d of every 256-weight block).
     Code 3 raises ModelFormatError naming `name`."""
     if cols % TQ2_0_BLOCK:

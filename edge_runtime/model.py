@@ -219,7 +219,8 @@ class Model:
 
             if self._token_bytes is None:
                 self._token_bytes = [tok.token_bytes(i) for i in range(self.n_vocab)]
-            constraint = JsonSchemaConstraint(json_schema, self._token_bytes, end_ids)
+                self._special_ids = [i for i in range(self.n_vocab) if tok.is_control(i)]
+            constraint = JsonSchemaConstraint(json_schema, self._token_bytes, end_ids, special_ids=self._special_ids)
         decoder = tok.stream_decoder()
         stops = [s for s in (stop or []) if s]
         hold = max((len(s) for s in stops), default=0)

@@ -193,11 +193,12 @@ def read_config(reader: GGUFReader) -> ModelConfig:
         )
     k = ARCH + "."
     n_layers = meta.integer(k + "block_count")
-    min_tensors = 2 + n_layers * TENSORS_PER_LAYER
-    if min_tensors > len(reader.tensors):
+    # Bounds the per-layer name checks a hostile count could otherwise make endless; a count
+    # that is merely wrong is reported as missing or unexpected tensors, which says more.
+    if n_layers > len(reader.tensors):
         raise ModelFormatError(
-            f"{path}: metadata {k}block_count is {n_layers}, which needs at least {min_tensors} "
-            f"tensors, but the file holds {len(reader.tensors)}"
+            f"{path}: metadata {k}block_count is {n_layers}, which needs at least "
+            f"{2 + n_layers * TENSORS_PER_LAYER} tensors, but the file holds {len(reader.tensors)}"
         )
     dim = meta.integer(k + "embedding_length")
     ffn_dim = meta.integer(k + "feed_forward_length")

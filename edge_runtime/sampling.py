@@ -7,7 +7,8 @@ logits are never modified):
    - repeat penalty: a positive logit is divided by ``repeat_penalty``, a negative one
      multiplied by it (so the token always becomes less likely when the penalty is > 1);
    - OpenAI-style: ``logit -= frequency_penalty * count + presence_penalty * (count > 0)``;
-2. tokens where ``allowed`` is False get -inf (grammar / JSON-schema constraints);
+2. tokens where ``allowed`` is False are dropped, as if their logit were -inf
+   (grammar / JSON-schema constraints);
 3. ``temperature == 0``: greedy argmax, the lowest id wins ties;
 4. otherwise top-k (``top_k <= 0`` keeps every token) → softmax of ``logit / temperature``
    → top-p (smallest prefix of the sorted distribution with mass ≥ ``top_p``) → min-p
@@ -82,8 +83,8 @@ class SamplingParams:
             raise ValueError(f"SamplingParams.min_p: expected a value in [0, 1], got {min_p!r}")
         repeat_penalty = real_field("repeat_penalty")
         if repeat_penalty <= 0:
-            raise ValueError(
-                f"SamplingParams.repeat_penalty: expected > 0 (1 disables it), got {repeat_penalty!r}")
+            raise ValueError("SamplingParams.repeat_penalty: expected > 0 (1 disables it), "
+                             f"got {repeat_penalty!r}")
         repeat_last_n = int_field("repeat_last_n")
         if repeat_last_n < -1:
             raise ValueError(
@@ -94,7 +95,8 @@ class SamplingParams:
         if self.seed is not None:
             seed = int_field("seed")
             if not 0 <= seed < 2**64:
-                raise ValueError(f"SamplingParams.seed: expected None or 0 <= seed < 2**64, got {seed!r}")
+                raise ValueError(
+                    f"SamplingParams.seed: expected None or 0 <= seed < 2**64, got {seed!r}")
 
 
 class SamplingError(RuntimeError):
@@ -106,13 +108,13 @@ class Sampler:
 
     def __init__(self, params: SamplingParams, n_vocab: int) -> None:
         if not isinstance(params, SamplingParams):
-            raise TypeError(f"Sampler: params must be a SamplingParams, got {type(params).__name__}")
+            raise TypeError(
+                f"Sampler: params must be a SamplingParams, got {type(params).__name__}")
         if not _is_int(n_vocab) or n_vocab <= 0:
             raise ValueError(f"Sampler: n_vocab must be a positive integer, got {n_vocab!r}")
         self.params = params
         self.n_vocab = int(n_vocab)
-        self.seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little")
-        self._rng = np.random.Generator(np.random.PCG64(self.seed))
+        self.reseed(params.seed)
 
     def reseed(self, seed: Optional[int] = None) -> None:
         """Restart the PRNG (a new random seed when ``seed`` is None)."""
@@ -124,19 +126,21 @@ class Sampler:
     # -- stages -------------------------------------------------------------------------
 
     def _check_inputs(self, logits, allowed) -> None:
-        if not isinstance(logits, np.ndarray) or logits.dtype.kind != "f":
-            raise ValueError(
-                f"Sampler.sample: logits must be a float numpy array, got "
-                f"{type(logits).__name__}{'' if not isinstance(logits, np.ndarray) else ' of ' + str(logits.dtype)}")
+        if not isinstance(logits, np.ndarray):
+            raise ValueError("Sampler.sample: logits must be a float numpy array, got "
+                             f"{type(logits).__name__}")
+        if logits.dtype.kind != "f":
+            raise ValueError("Sampler.sample: logits must be a float numpy array, got dtype "
+                             f"{logits.dtype}")
         if logits.shape != (self.n_vocab,):
-            raise ValueError(
-                f"Sampler.sample: logits shape {logits.shape} does not match n_vocab ({self.n_vocab},)")
+            raise ValueError(f"Sampler.sample: logits shape {logits.shape} does not match "
+                             f"n_vocab ({self.n_vocab},)")
         if allowed is not None:
             if not isinstance(allowed, np.ndarray) or allowed.dtype != np.bool_:
                 raise ValueError("Sampler.sample: allowed must be a numpy bool array or None")
             if allowed.shape != (self.n_vocab,):
-                raise ValueError(
-                    f"Sampler.sample: allowed shape {allowed.shape} does not match n_vocab ({self.n_vocab},)")
+                raise ValueError(f"Sampler.sample: allowed shape {allowed.shape} does not match "
+                                 f"n_vocab ({self.n_vocab},)")
 
     def _penalized_logits(self, logits: np.ndarray, history: Sequence[int]) -> np.ndarray:
         """Copy of the logits (float32) with the history penalties applied."""
@@ -147,13 +151,16 @@ class Sampler:
                             or p.frequency_penalty != 0.0)
         if last_n == 0 or not penalties_active or len(history) == 0:
             return scores
+        if not isinstance(history, (list, tuple, np.ndarray)):
+            history = list(history)
         window = history if last_n == -1 else history[-last_n:]
         window_ids = np.asarray(window)
         if window_ids.ndim != 1 or window_ids.dtype.kind not in "iu":
             raise ValueError("Sampler.sample: history must be a sequence of integer token ids")
         if window_ids.size and (window_ids.min() < 0 or window_ids.max() >= self.n_vocab):
             bad = window_ids[(window_ids < 0) | (window_ids >= self.n_vocab)][0]
-            raise ValueError(f"Sampler.sample: history token id {int(bad)} outside [0, {self.n_vocab})")
+            raise ValueError(
+                f"Sampler.sample: history token id {int(bad)} outside [0, {self.n_vocab})")
         ids, counts = np.unique(window_ids, return_counts=True)
         values = scores[ids]
         if p.repeat_penalty != 1.0:
@@ -228,9 +235,16 @@ class Sampler:
         self._check_inputs(logits, allowed)
         p = self.params
         scores = self._penalized_logits(logits, history)
+        # Disallowed tokens leave the pool (same as a -inf logit); working on the allowed
+        # ids only also keeps argpartition fast when a grammar allows a handful of tokens.
+        pool = None
         if allowed is not None:
-            scores[~allowed] = -np.inf
-        best = scores.max()  # NaN propagates through max
+            pool = np.flatnonzero(allowed)
+            if pool.shape[0] == self.n_vocab:
+                pool = None
+            else:
+                scores = scores[pool]
+        best = scores.max() if scores.shape[0] else -np.inf   # NaN propagates through max
         if np.isnan(best):
             raise SamplingError("Sampler.sample: logits contain NaN")
         if best == np.inf:
@@ -238,9 +252,13 @@ class Sampler:
         if best == -np.inf:
             raise SamplingError(
                 "Sampler.sample: no token can be sampled (every token is masked out or -inf)")
-        if p.temperature == 0.0:
-            return int(np.argmax(scores))
+        # pool is ascending, so "lowest index" below is also "lowest token id".
+        token = self._draw(scores) if p.temperature > 0.0 else int(np.argmax(scores))
+        return token if pool is None else int(pool[token])
 
+    def _draw(self, scores: np.ndarray) -> int:
+        """Index into ``scores`` drawn after top-k, temperature, top-p and min-p."""
+        p = self.params
         ids, weights, total = self._candidates(scores)
         probs = weights / total
         keep = probs.shape[0]

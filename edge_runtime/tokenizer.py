@@ -122,9 +122,12 @@ def _classify(ch: str) -> int:
 
 
 class _CharClassCache(dict):
+    # Only planes 0-1 (scripts in common use, emoji) are remembered, so text that walks
+    # through all of Unicode cannot grow the cache past ~130k entries.
     def __missing__(self, ch: str) -> int:
         cls = _classify(ch)
-        self[ch] = cls
+        if ch < "\U00020000":
+            self[ch] = cls
         return cls
 
 
@@ -153,6 +156,7 @@ def pretokenize(text: str) -> list[str]:
     i = 0
     while i < n:
         cls = classes[i]
+        # (?i:'s|'t|'re|'ve|'m|'ll|'d)
         if text[i] == "'" and i + 1 < n:
             first = fold.get(text[i + 1])
             if first is not None:
@@ -166,24 +170,26 @@ def pretokenize(text: str) -> list[str]:
                         words.append(text[i:i + 3])
                         i += 3
                         continue
+        # [^\r\n\p{L}\p{N}]?\p{L}+
         if cls == _LETTER or (
             cls != _NEWLINE and cls != _NUMBER and i + 1 < n and classes[i + 1] == _LETTER
         ):
             j = i + 1
             while j < n and classes[j] == _LETTER:
                 j += 1
-        elif cls == _NUMBER:
+        elif cls == _NUMBER:  # \p{N}{1,3}
             j = i + 1
             limit = min(i + 3, n)
             while j < limit and classes[j] == _NUMBER:
                 j += 1
+        # ' ?[^\s\p{L}\p{N}]+[\r\n]*'
         elif cls == _OTHER or (text[i] == " " and i + 1 < n and classes[i + 1] == _OTHER):
             j = i + 1
             while j < n and classes[j] == _OTHER:
                 j += 1
             while j < n and classes[j] == _NEWLINE:
                 j += 1
-        else:
+        else:  # \s*[\r\n]+ | \s+(?!\S) | \s+
             j = i
             last_newline = -1
             while j < n and classes[j] >= _SPACE:
@@ -234,6 +240,7 @@ def _byte_level_to_bytes(text: str, token_id: int) -> bytes:
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 _WORD_CACHE_SIZE = 1 << 16
+_WORD_CACHE_MAX_CHARS = 64  # longer words (whitespace runs, blobs) are rare and would pin memory
 
 
 # ---------------------------------------------------------------------------
@@ -270,8 +277,10 @@ class Tokenizer:
         self._id_to_bytes: list[bytes] = []
         normal_id_of_text: dict[str, int] = {}
         self._word_to_id: dict[str, int] = {}
-        special_by_text: dict[str, int] = {}  # matched only with special=True
-        always_by_text: dict[str, int] = {}  # user-defined: matched in any text
+        # Texts matched as whole tokens: user-defined ones in any text, control (and
+        # unknown) ones only with special=True.
+        self._special_id_of_text: dict[str, int] = {}
+        user_defined_texts = []
         control_ids = set()
         for token_id, (text, token_type) in enumerate(zip(tokens, token_types)):
             if not isinstance(text, str):
@@ -300,10 +309,10 @@ class Tokenizer:
                 raw = text.encode("utf-8", "surrogatepass")
                 if token_type == TokenType.CONTROL:
                     control_ids.add(token_id)
-                if text and token_type in (TokenType.CONTROL, TokenType.UNKNOWN):
-                    special_by_text.setdefault(text, token_id)
-                elif text and token_type == TokenType.USER_DEFINED:
-                    always_by_text.setdefault(text, token_id)
+                if text and token_type in (TokenType.CONTROL, TokenType.UNKNOWN, TokenType.USER_DEFINED):
+                    self._special_id_of_text.setdefault(text, token_id)
+                    if token_type == TokenType.USER_DEFINED:
+                        user_defined_texts.append(text)
             self._id_to_bytes.append(raw)
         self._control_ids = frozenset(control_ids)
 
@@ -335,10 +344,8 @@ class Tokenizer:
             # A repeated pair takes its later rank, as the reference does.
             self._merge_ranks[left_id * n + right_id] = rank * n + merged_id
 
-        by_text = {**always_by_text, **special_by_text}
-        self._special_splitter = _literal_splitter(by_text)
-        self._user_defined_splitter = _literal_splitter(always_by_text)
-        self._special_id_of_text = {**special_by_text, **always_by_text}
+        self._special_splitter = _literal_splitter(self._special_id_of_text)
+        self._user_defined_splitter = _literal_splitter(user_defined_texts)
 
         self.bos_id = self._resolve_id("bos", bos_id, "<|begin_of_text|>")
         self.eos_id = self._resolve_id("eos", eos_id, "<|end_of_text|>")
@@ -367,9 +374,20 @@ class Tokenizer:
                 f"tokenizer.ggml.pre = {pre!r}: unsupported pre-tokenizer; "
                 f"expected one of {', '.join(_LLAMA3_PRE_NAMES)}"
             )
+        for key, value in (("tokens", tokens), ("merges", merges), ("token_type", token_types)):
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+                raise ValueError(f"tokenizer.ggml.{key}: expected a list, got {type(value).__name__}")
         pairs = [_split_merge(m, index, "tokenizer.ggml.merges") for index, m in enumerate(merges)]
+        types = []
+        for index, token_type in enumerate(token_types):
+            try:
+                types.append(operator.index(token_type))
+            except TypeError:
+                raise ValueError(
+                    f"tokenizer.ggml.token_type[{index}] = {token_type!r}; expected an integer"
+                ) from None
         return cls(
-            list(tokens), pairs, [int(t) for t in token_types],
+            list(tokens), pairs, types,
             bos_id=bos_id, eos_id=eos_id, eot_id=eot_id, ignore_merges=True,
         )
 
@@ -421,7 +439,10 @@ class Tokenizer:
                 raise ValueError(f"{source}: model.vocab[{text!r}] = {token_id!r}; expected a unique id >= 0")
             texts[token_id] = text
             types[token_id] = TokenType.NORMAL
-        for index, added in enumerate(spec.get("added_tokens") or []):
+        added_tokens = spec.get("added_tokens") or []
+        if not isinstance(added_tokens, list) or not all(isinstance(a, dict) for a in added_tokens):
+            raise ValueError(f"{source}: added_tokens must be a list of objects")
+        for index, added in enumerate(added_tokens):
             where = f"{source}: added_tokens[{index}]"
             token_id, content = added.get("id"), added.get("content")
             if not isinstance(token_id, int) or token_id < 0 or not isinstance(content, str):
@@ -534,13 +555,15 @@ class Tokenizer:
 
     def _encode_plain(self, text: str, ids: list[int]) -> None:
         word_to_id = self._word_to_id if self._ignore_merges else {}
-        bpe = self._bpe_cached
+        bpe_cached = self._bpe_cached
         for word in pretokenize(text):
             token_id = word_to_id.get(word)
             if token_id is not None:
                 ids.append(token_id)
+            elif len(word) <= _WORD_CACHE_MAX_CHARS:
+                ids.extend(bpe_cached(word))
             else:
-                ids.extend(bpe(word))
+                ids.extend(self._bpe(word))
 
     def _bpe(self, word: str) -> tuple[int, ...]:
         """Merge the bytes of `word` pair by pair: lowest rank first, then leftmost."""
@@ -667,11 +690,11 @@ def _as_text(text: str | bytes) -> str:
     return text
 
 
-def _literal_splitter(by_text: dict[str, int]):
+def _literal_splitter(texts: Iterable[str]):
     """Leftmost-longest matcher over literal token texts (None if there are none)."""
-    if not by_text:
+    ordered = sorted(set(texts), key=len, reverse=True)
+    if not ordered:
         return None
-    ordered = sorted(by_text, key=len, reverse=True)
     return re.compile("|".join(map(re.escape, ordered)))
 
 

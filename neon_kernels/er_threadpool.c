@@ -1,9 +1,16 @@
 /* Pool design: a generation counter announces a region; workers spin on it for a short while
  * (regions come back-to-back inside a forward pass, so sleeping between them costs more than
- * the work of a small matrix), then block on a condition variable so an idle service uses no CPU. */
+ * the work of a small matrix), then yield the CPU for a while, then block on a condition
+ * variable so an idle service uses no CPU. Every wait yields after a short spin: on a loaded or
+ * oversubscribed machine a spinning thread would otherwise burn the time slice that the thread
+ * it waits for needs. */
+#define _GNU_SOURCE
+
 #include "er_threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -16,7 +23,14 @@
 #define ER_CPU_RELAX() ((void)0)
 #endif
 
-#define ER_SPIN_ITERS 200000
+#define ER_SPIN_ITERS 2000        /* busy-wait iterations before yielding */
+#define ER_YIELD_NS 2000000LL     /* then sched_yield for up to 2 ms before sleeping */
+
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 typedef struct {
     er_pool *pool;
@@ -40,14 +54,21 @@ struct er_pool {
 static void *worker_main(void *arg) {
     er_worker_arg *a = (er_worker_arg *)arg;
     er_pool *p = a->pool;
-    unsigned seen = atomic_load_explicit(&p->generation, memory_order_acquire);
+    /* generation is 0 at creation; a worker that starts late must still run region 1 */
+    unsigned seen = 0;
     for (;;) {
         unsigned g;
         int spins = 0;
+        long long yield_start = 0;
         while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen &&
                !atomic_load_explicit(&p->stop, memory_order_acquire)) {
             if (++spins < ER_SPIN_ITERS) {
                 ER_CPU_RELAX();
+                continue;
+            }
+            if (yield_start == 0) yield_start = now_ns();
+            if (now_ns() - yield_start < ER_YIELD_NS) {
+                sched_yield();
                 continue;
             }
             pthread_mutex_lock(&p->mu);
@@ -57,6 +78,7 @@ static void *worker_main(void *arg) {
             atomic_fetch_sub(&p->sleepers, 1);
             pthread_mutex_unlock(&p->mu);
             spins = 0;
+            yield_start = 0;
         }
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) return NULL;
         seen = g;
@@ -113,7 +135,13 @@ void er_pool_run(er_pool *p, er_task_fn fn, void *ctx) {
         pthread_mutex_unlock(&p->mu);
     }
     fn(ctx, 0, p->n);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) ER_CPU_RELAX();
+    int spins = 0;
+    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
+        if (++spins < ER_SPIN_ITERS)
+            ER_CPU_RELAX();
+        else
+            sched_yield();
+    }
 }
 
 void er_pool_free(er_pool *p) {

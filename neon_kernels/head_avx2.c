@@ -13,6 +13,8 @@
 #include "er_kernels.h"
 
 #define ER_INLINE static inline __attribute__((always_inline))
+/* a macro, not a const: the rounding mode must be an immediate even at -O0 */
+#define ROUND_NEAREST_EVEN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define HEAD_ROWS 4
 
 ER_INLINE float hsum_ps(__m256 v) {
@@ -77,23 +79,25 @@ void er_f16_gemv_avx2(const uint16_t *w, const float *x, float *out, int rows, i
 
 void er_quantize_row_q8_0_avx2(const float *x, er_block_q8_0 *y, int k) {
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const int rne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     for (int b = 0; b < k / ER_QK8_0; b++) {
         const float *xb = x + b * ER_QK8_0;
         __m256 v[4];
         for (int j = 0; j < 4; j++) v[j] = _mm256_loadu_ps(xb + 8 * j);
-        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], abs_mask), _mm256_and_ps(v[1], abs_mask)),
-                                 _mm256_max_ps(_mm256_and_ps(v[2], abs_mask), _mm256_and_ps(v[3], abs_mask)));
+        __m256 m = _mm256_and_ps(v[0], abs_mask);
+        for (int j = 1; j < 4; j++) m = _mm256_max_ps(m, _mm256_and_ps(v[j], abs_mask));
         /* the same f32 operations as the reference: d = amax / 127, then id = 1 / d */
         const float d = hmax_ps(m) / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[b].d = er_fp32_to_fp16(d);
         const __m256 vid = _mm256_set1_ps(id);
         __m256i i32[4];
-        for (int j = 0; j < 4; j++) i32[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[j], vid), rne));
-        /* saturating packs = clamp to [-128, 127]; they interleave 128-bit lanes, fixed below */
-        __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(i32[0], i32[1]), _mm256_packs_epi32(i32[2], i32[3]));
-        packed = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        for (int j = 0; j < 4; j++)
+            i32[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[j], vid), ROUND_NEAREST_EVEN));
+        /* saturating packs clamp to [-128, 127]; they work per 128-bit lane, so the 4-byte runs
+         * come out as 0 2 4 6 1 3 5 7 (run i = x[4i..4i+3]) and are put back in order */
+        const __m256i packed = _mm256_permutevar8x32_epi32(
+            _mm256_packs_epi16(_mm256_packs_epi32(i32[0], i32[1]), _mm256_packs_epi32(i32[2], i32[3])),
+            _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)y[b].qs, packed);
     }
 }

@@ -18,20 +18,21 @@
 
 #define I2S_INT16_GROUPS 8
 
-/* GEMM tiles: GEMM_ROWS x GEMM_TOKS int16 accumulators plus GEMM_ROWS code vectors fit the
- * 16 ymm registers; the weight rows of a block (ROW_BLOCK_BYTES) stay cached across all
- * token tiles, so each weight byte is read from memory once per call. */
-#ifndef GEMM_ROWS
-#define GEMM_ROWS 2
-#define GEMM_TOKS 6
-#endif
+/* GEMM tiles: 3 x 3 int16 accumulators, 3 code vectors, the mask and one activation vector
+ * fit the 16 ymm registers (measured best of 2x4..4x3 here). The weight rows of a block
+ * (ROW_BLOCK_BYTES) stay cached while every token tile passes over them, so each weight
+ * byte comes from memory once per call. */
+#define GEMM_ROWS 3
+#define GEMM_TOKS 3
 #define GEMV_ROWS 4
 #define ROW_BLOCK_BYTES (64 * 1024)
-/* array bounds of a tile, so the accumulators are fixed-size arrays the compiler keeps in registers */
+/* fixed array bounds of a tile: the compiler keeps fully unrolled fixed arrays in registers */
 #define TILE_MAX_ROWS 4
 #define TILE_MAX_ACC (GEMM_ROWS * GEMM_TOKS > GEMV_ROWS ? GEMM_ROWS * GEMM_TOKS : GEMV_ROWS)
 
 #define ER_INLINE static inline __attribute__((always_inline))
+/* a macro, not a const: the rounding mode must be an immediate even at -O0 */
+#define ROUND_NEAREST_EVEN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 /* An empty asm that "changes" v: stops GCC from reassociating the accumulator adds of the four
  * sub-vectors into a tree, which would keep every product live at once and spill the tile. */
 #define KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))
@@ -50,18 +51,19 @@ ER_INLINE float hmax_ps(__m256 v) {
     return _mm_cvtss_f32(m);
 }
 
+ER_INLINE __m256i scaled_round_i32(const float *x, __m256 scale) {
+    const __m256 scaled = _mm256_mul_ps(_mm256_loadu_ps(x), scale);
+    return _mm256_cvtps_epi32(_mm256_round_ps(scaled, ROUND_NEAREST_EVEN));
+}
+
 /* 32 floats * scale -> 32 int8, round half to even, saturating (= clamp to [-128, 127]). */
 ER_INLINE __m256i scale_round_pack32(const float *x, __m256 scale) {
-    const int rne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    __m256i a = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), scale), rne));
-    __m256i b = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8), scale), rne));
-    __m256i c = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 16), scale), rne));
-    __m256i d = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 24), scale), rne));
-    /* packs work per 128-bit lane: the dwords come out as 0,2,4,6,1,3,5,7 blocks of four */
-    __m256i ab = _mm256_packs_epi32(a, b);
-    __m256i cd = _mm256_packs_epi32(c, d);
-    __m256i abcd = _mm256_packs_epi16(ab, cd);
-    return _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    const __m256i ab = _mm256_packs_epi32(scaled_round_i32(x, scale), scaled_round_i32(x + 8, scale));
+    const __m256i cd = _mm256_packs_epi32(scaled_round_i32(x + 16, scale), scaled_round_i32(x + 24, scale));
+    /* packs work per 128-bit lane: the 4-byte runs come out as a0 b0 c0 d0 a1 b1 c1 d1,
+     * where a0 = x[0..3] and a1 = x[4..7] */
+    return _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd),
+                                       _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
 float er_quantize_row_i8_avx2(const float *x, int8_t *q, int n) {
@@ -166,37 +168,26 @@ void er_i2s_gemv_avx2(const uint8_t *w, const int8_t *q, int32_t *out, int rows,
     for (; r < rows; r++) i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, 1, 1);
 }
 
-/* Rows of one row tile (R = GEMM_ROWS or 1) against nt <= GEMM_TOKS tokens; nt becomes a
- * constant in each case so every tile shape is fully unrolled. */
+/* One row tile (R = GEMM_ROWS or 1) against nt <= GEMM_TOKS tokens; R and nt become
+ * constants in each case, so every tile shape is fully unrolled. */
 #define TILE_CASE(R, NT)                                                                         \
     case NT:                                                                                     \
         i2s_tile(w, row_bytes, q, ldq, groups, qsum, out, ldo, R, NT);                           \
         break;
 
-#if GEMM_TOKS >= 8
-#define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2) TILE_CASE(R, 3) TILE_CASE(R, 4) TILE_CASE(R, 5) TILE_CASE(R, 6) TILE_CASE(R, 7) TILE_CASE(R, 8)
-#elif GEMM_TOKS >= 6
-#define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2) TILE_CASE(R, 3) TILE_CASE(R, 4) TILE_CASE(R, 5) TILE_CASE(R, 6)
-#elif GEMM_TOKS >= 5
-#define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2) TILE_CASE(R, 3) TILE_CASE(R, 4) TILE_CASE(R, 5)
-#elif GEMM_TOKS >= 4
-#define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2) TILE_CASE(R, 3) TILE_CASE(R, 4)
-#elif GEMM_TOKS >= 3
+_Static_assert(GEMM_TOKS == 3, "TILE_CASES lists one case per token count");
 #define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2) TILE_CASE(R, 3)
-#else
-#define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2)
-#endif
+
 static void i2s_tile_rows(const uint8_t *w, size_t row_bytes, const int8_t *q, size_t ldq,
-                          int groups, const int32_t *qsum, int32_t *out, size_t ldo, int nt) {
-    switch (nt) { TILE_CASES(GEMM_ROWS) }
+                          int groups, const int32_t *qsum, int32_t *out, size_t ldo, int R, int nt) {
+    if (R == GEMM_ROWS) {
+        switch (nt) { TILE_CASES(GEMM_ROWS) }
+    } else {
+        switch (nt) { TILE_CASES(1) }
+    }
 }
-
-static void i2s_tile_row1(const uint8_t *w, size_t row_bytes, const int8_t *q, size_t ldq,
-                          int groups, const int32_t *qsum, int32_t *out, size_t ldo, int nt) {
-    switch (nt) { TILE_CASES(1) }
-}
+#undef TILE_CASES
 #undef TILE_CASE
-
 
 void er_i2s_gemm_avx2(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
                       int k, int n_tok) {
@@ -213,10 +204,11 @@ void er_i2s_gemm_avx2(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, 
             int32_t qsum[GEMM_TOKS];
             for (int t = 0; t < nt; t++) qsum[t] = qsum_avx2(qt + (size_t)t * ldq, k);
             int r = r0;
-            for (; r + GEMM_ROWS <= r1; r += GEMM_ROWS)
-                i2s_tile_rows(w + r * row_bytes, row_bytes, qt, ldq, groups, qsum, ot + r, ldo, nt);
-            for (; r < r1; r++)
-                i2s_tile_row1(w + r * row_bytes, row_bytes, qt, ldq, groups, qsum, ot + r, ldo, nt);
+            while (r < r1) {
+                const int R = r + GEMM_ROWS <= r1 ? GEMM_ROWS : 1;
+                i2s_tile_rows(w + r * row_bytes, row_bytes, qt, ldq, groups, qsum, ot + r, ldo, R, nt);
+                r += R;
+            }
         }
     }
 }

@@ -33,7 +33,11 @@ Splits
 ------
 ``train`` and ``heldout`` share the vocabulary above (a model cannot learn a word it never saw)
 but use disjoint sentence frames, disjoint ways of naming a device in a room, and disjoint polite
-wrappers and filler words, so a held-out request is a phrasing the model never met in training.
+wrappers, so a held-out request is a phrasing the model never met in training. Training text
+also gets filler words (real ones like "really", and made-up ones like "kitoose") dropped
+between the words of a frame, so the model learns to pick out device, room and action instead of
+memorising frames; no held-out-only word is ever used as filler, and held-out text is never
+noised.
 """
 
 from __future__ import annotations
@@ -246,13 +250,14 @@ _FIXED_FORMS = {
 _FIXED_WITH_ROOM = {"train": "the {room} {dev}", "heldout": "the {dev} in our {room}"}
 
 _PREFIXES = {
-    "train": ("", "", "", "", "please ", "hey, ", "ok ", "um ", "hey assistant, ", "quick, ",
-              "yo ", "so ", "hi, "),
+    "train": ("", "", "", "", "", "please ", "hey, ", "ok ", "um ", "hey assistant, ", "quick, ",
+              "yo ", "so ", "hi, ", "assistant, ", "okay ", "right, ", "hey home, ", "now "),
     "heldout": ("kindly ", "alright, ", "hello assistant, ", "excuse me, ", "well "),
 }
 _SUFFIXES = {
-    "train": ("", "", "", "", " please", " now", " thanks", " for me", " quickly", " asap",
-              " right now", " thank you"),
+    "train": ("", "", "", "", "", " please", " now", " thanks", " for me", " quickly", " asap",
+              " right now", " thank you", " if possible", " real quick", " again",
+              " please and thanks", " now please"),
     "heldout": (" if you can", " when you get a chance", " at once", " cheers", " straight away"),
 }
 
@@ -293,6 +298,9 @@ _ACTION_FRAMES = {
         "you can {act} {obj}",
         "need you to {act} {obj}",
         "{obj} {state} now",
+        "have {obj} {state}",
+        "{obj} to {state}",
+        "can I get {obj} {state}",
     ),
     "heldout": (
         "would you {act} {obj}",
@@ -312,42 +320,42 @@ _SET_FRAMES = {
         "train": ("set {obj} to {val} percent", "dim {obj} to {val}%", "{obj} to {val} percent",
                   "put {obj} at {val} percent", "set {obj} brightness to {val}",
                   "brightness {val} for {obj}", "can you dim {obj} to {val} percent",
-                  "{obj} at {val}%"),
+                  "{obj} at {val}%", "adjust {obj} to {val} percent"),
         "heldout": ("change {obj} to {val} percent brightness", "I want {obj} at {val}%",
                     "make {obj} {val} percent bright", "{obj} brightness should be {val}"),
     },
     "temperature": {
         "train": ("set {obj} to {val}", "set {obj} to {val} degrees", "{obj} to {val} degrees",
                   "put {obj} at {val}", "can you set {obj} to {val} degrees",
-                  "{obj} {val} degrees", "set {obj} at {val} please"),
+                  "{obj} {val} degrees", "set {obj} at {val} please", "adjust {obj} to {val}"),
         "heldout": ("change {obj} to {val} degrees", "I'd like {obj} on {val} degrees",
                     "{obj} should be at {val}", "make {obj} {val} degrees"),
     },
     "cooling": {
         "train": ("set {obj} to {val}", "set {obj} to {val} degrees", "{obj} to {val} degrees",
                   "put {obj} on {val}", "cool with {obj} at {val} degrees",
-                  "{obj} at {val} degrees"),
+                  "{obj} at {val} degrees", "adjust {obj} to {val}"),
         "heldout": ("change {obj} to {val} degrees", "I'd like {obj} on {val}",
                     "{obj} should be at {val} degrees"),
     },
     "fan_level": {
         "train": ("set {obj} to level {val}", "{obj} speed {val}", "put {obj} on {val}",
                   "set {obj} to speed {val}", "{obj} to level {val}", "turn {obj} to {val}",
-                  "can you put {obj} on level {val}"),
+                  "can you put {obj} on level {val}", "adjust {obj} to level {val}"),
         "heldout": ("change {obj} to speed {val}", "I want {obj} at level {val}",
                     "{obj} should run at speed {val}", "make {obj} level {val}"),
     },
     "percent_open": {
         "train": ("set {obj} to {val} percent", "open {obj} to {val}%", "{obj} at {val} percent",
                   "put {obj} at {val}%", "can you set {obj} to {val} percent",
-                  "{obj} to {val} percent open"),
+                  "{obj} to {val} percent open", "adjust {obj} to {val}%"),
         "heldout": ("move {obj} to {val} percent", "I want {obj} {val}% open",
                     "{obj} should be {val} percent open", "change {obj} to {val}%"),
     },
     "volume": {
         "train": ("set {obj} volume to {val}", "volume {val} on {obj}", "turn {obj} to {val}",
                   "{obj} volume {val}", "can you set the volume of {obj} to {val}",
-                  "put {obj} at volume {val}"),
+                  "put {obj} at volume {val}", "adjust {obj} volume to {val}"),
         "heldout": ("change the volume of {obj} to {val}", "I'd like {obj} at volume {val}",
                     "make {obj} volume {val}"),
     },
@@ -434,6 +442,37 @@ _UNSUPPORTED_FRAMES = {
                 "power up the {thing}"),
 }
 
+# Train-only filler: real words that carry no command, and made-up words from these syllables.
+_FILLER_WORDS = ("really", "just", "actually", "basically", "maybe", "totally", "uh", "er",
+                 "hmm", "I guess", "then", "also", "again", "too", "ok", "right",
+                 "quickly", "honestly", "anyway", "guys", "dear", "buddy", "lol", "pls")
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st", "gl")
+_VOWELS = ("a", "e", "i", "o", "u", "oo", "ee")
+
+
+def _words_of_tables() -> set[str]:
+    """Every word any split's tables or vocabulary use: made-up filler must be none of them."""
+    words: set[str] = set()
+
+    def collect(value):
+        if isinstance(value, str):
+            words.update(w.strip(",.:?!'") for w in value.lower().replace("{", " ").replace("}", " ").split())
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                collect(key)
+                collect(item)
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                collect(item)
+        elif isinstance(value, Device):
+            collect(value.names + value.plurals)
+
+    for value in list(globals().values()):
+        if isinstance(value, (dict, tuple)):
+            collect(value)
+    return words
+
+
 _KIND_WEIGHTS = (("command", 50), ("set", 14), ("query", 14), ("scene", 8), ("chat", 7),
                  ("refusal", 7))
 
@@ -445,14 +484,15 @@ def _pick(rng: random.Random, seq):
     return seq[rng.randrange(len(seq))]
 
 
-def _object_phrase(rng: random.Random, split: str, device: Device, room: str) -> tuple[str, bool]:
+def _object_phrase(rng: random.Random, split: str, device: Device, room: str,
+                   noise: float) -> tuple[str, bool]:
     """How the user names ``device`` in ``room``; returns (phrase, plural)."""
     plural = bool(device.plurals) and (room == HOME or rng.random() < 0.25)
     name = _pick(rng, device.plurals) if plural else _pick(rng, device.names)
     if device.key == "blinds":
         plural = True
     if room == HOME:
-        form = _pick(rng, _HOUSE_FORMS[split])
+        form = _noisy(rng, _pick(rng, _HOUSE_FORMS[split]), noise)
         single = _pick(rng, device.names)
         if device.key == "blinds":
             single = single[:-1]  # "every blind in the house"
@@ -463,8 +503,9 @@ def _object_phrase(rng: random.Random, split: str, device: Device, room: str) ->
         form = _pick(rng, _FIXED_FORMS[split])
         if device.key in ("coffee_maker", "sprinkler") and rng.random() < 0.3:
             form = _FIXED_WITH_ROOM[split]
+        form = _noisy(rng, form, noise)
         return form.format(dev=name, room=_pick(rng, ROOMS[room])), plural
-    form = _pick(rng, _OBJECT_FORMS[split])
+    form = _noisy(rng, _pick(rng, _OBJECT_FORMS[split]), noise)
     return form.format(dev=name, room=_pick(rng, ROOMS[room])), plural
 
 
@@ -498,18 +539,38 @@ def _finish(rng: random.Random, split: str, core: str, question: bool, wrap: boo
     return text
 
 
-def _frame(rng: random.Random, frames: tuple[str, ...], split: str, kind: str):
+def _noise_word(rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        return _pick(rng, _FILLER_WORDS)
+    while True:
+        word = "".join(_pick(rng, _ONSETS) + _pick(rng, _VOWELS) for _ in range(rng.randint(2, 3)))
+        if word not in _KNOWN_WORDS:
+            return word
+
+
+def _noisy(rng: random.Random, template: str, rate: float) -> str:
+    """``template`` with, at probability ``rate``, one or two filler words put between its
+    words (never inside a {slot}, so device and room names stay whole)."""
+    if rate <= 0.0 or rng.random() >= rate:
+        return template
+    words = template.split(" ")
+    for _ in range(rng.randint(1, 2)):
+        words.insert(rng.randint(0, len(words)), _noise_word(rng))
+    return " ".join(words)
+
+
+def _frame(rng: random.Random, frames: tuple[str, ...], split: str, kind: str, noise: float):
     index = rng.randrange(len(frames))
-    return frames[index], f"{split}/{kind}/{index}"
+    return _noisy(rng, frames[index], noise), f"{split}/{kind}/{index}"
 
 
-def _action_example(rng: random.Random, split: str) -> Example:
+def _action_example(rng: random.Random, split: str, noise: float) -> Example:
     device = _pick(rng, [d for d in DEVICES.values() if set(d.actions) - {"set"}])
     action = _pick(rng, [a for a in device.actions if a != "set"])
     room = _pick_room(rng, device, allow_home=True)
-    obj, plural = _object_phrase(rng, split, device, room)
+    obj, plural = _object_phrase(rng, split, device, room, noise)
     act, verb, prt = _pick(rng, _VERBS[action])
-    frame, template = _frame(rng, _ACTION_FRAMES[split], split, "action")
+    frame, template = _frame(rng, _ACTION_FRAMES[split], split, "action", noise)
     core = frame.format(act=act, verb=verb, prt=prt, state=_STATES[action], obj=obj,
                         **{"is": "are" if plural else "is"})
     command = {"device": device.key, "room": room, "action": action}
@@ -523,7 +584,7 @@ def _value_text(rng: random.Random, kind: str, value: int) -> str:
     return str(value)
 
 
-def _set_example(rng: random.Random, split: str) -> Example:
+def _set_example(rng: random.Random, split: str, noise: float) -> Example:
     device = _pick(rng, [d for d in DEVICES.values() if d.value_kind is not None])
     room = _pick_room(rng, device, allow_home=True)
     if device.key == "thermostat" and rng.random() < 0.3:
@@ -531,23 +592,23 @@ def _set_example(rng: random.Random, split: str) -> Example:
     if room == HOME and device.key in ("thermostat", "air_conditioner"):
         obj = _pick(rng, ("the " + _pick(rng, device.names), _pick(rng, device.names)))
     else:
-        obj, _ = _object_phrase(rng, split, device, room)
+        obj, _ = _object_phrase(rng, split, device, room, noise)
     first, last, step = VALUE_RANGES[device.value_kind]
     if device.value_kind == "percent_open" and rng.random() < 0.12:
         value = 50
-        frame, template = _frame(rng, _HALFWAY_FRAMES[split], split, "halfway")
+        frame, template = _frame(rng, _HALFWAY_FRAMES[split], split, "halfway", noise)
         core = frame.format(obj=obj)
     else:
         value = rng.randrange(first, last + 1, step)
         frame, template = _frame(rng, _SET_FRAMES[device.value_kind][split], split,
-                                 "set_" + device.value_kind)
+                                 "set_" + device.value_kind, noise)
         core = frame.format(obj=obj, val=_value_text(rng, device.value_kind, value))
     command = {"device": device.key, "room": room, "action": "set", "value": value}
     return Example([{"role": "user", "content": _finish(rng, split, core, False)}],
                    command_json(command), "command", command, template)
 
 
-def _query_example(rng: random.Random, split: str) -> Example:
+def _query_example(rng: random.Random, split: str, noise: float) -> Example:
     device = _pick(rng, list(DEVICES.values()))
     if device.key == "thermostat":
         group = "temperature"
@@ -561,8 +622,8 @@ def _query_example(rng: random.Random, split: str) -> Example:
     else:
         group = "switch"
         room = _pick_room(rng, device, allow_home=False)
-    obj, plural = _object_phrase(rng, split, device, room)
-    frame, template = _frame(rng, _QUERY_FRAMES[group][split], split, "query_" + group)
+    obj, plural = _object_phrase(rng, split, device, room, noise)
+    frame, template = _frame(rng, _QUERY_FRAMES[group][split], split, "query_" + group, noise)
     core = frame.format(obj=obj, room=_pick(rng, ROOMS[room]), **{"is": "are" if plural else "is"},
                         was="were" if plural else "was")
     command = {"device": device.key, "room": room, "action": "query"}
@@ -570,9 +631,9 @@ def _query_example(rng: random.Random, split: str) -> Example:
                    command_json(command), "query", command, template)
 
 
-def _scene_example(rng: random.Random, split: str) -> Example:
+def _scene_example(rng: random.Random, split: str, noise: float) -> Example:
     scene = _pick(rng, sorted(SCENES))
-    frame, template = _frame(rng, _SCENE_FRAMES[split], split, "scene")
+    frame, template = _frame(rng, _SCENE_FRAMES[split], split, "scene", noise)
     room = _pick(rng, ("living_room", "bedroom", "kitchen", "dining_room", "office", "patio",
                        "garden", "basement")) if "{room}" in frame else HOME
     core = frame.format(scene=_pick(rng, SCENES[scene]),
@@ -582,25 +643,25 @@ def _scene_example(rng: random.Random, split: str) -> Example:
                    command_json(command), "scene", command, template)
 
 
-def _chat_example(rng: random.Random, split: str) -> Example:
+def _chat_example(rng: random.Random, split: str, noise: float) -> Example:
     intents = _CHAT_PHRASES[split]
     intent = _pick(rng, sorted(intents))
     index = rng.randrange(len(intents[intent]))
-    core = intents[intent][index]
+    core = _noisy(rng, intents[intent][index], noise)
     question = intent in ("identity", "capabilities", "how_are_you") and core != "help"
     return Example([{"role": "user", "content": _finish(rng, split, core, question, wrap=False)}],
                    CHAT_REPLIES[intent], "chat", None, f"{split}/chat_{intent}/{index}",
                    {"intent": intent})
 
 
-def _refusal_example(rng: random.Random, split: str) -> Example:
+def _refusal_example(rng: random.Random, split: str, noise: float) -> Example:
     if rng.random() < 0.5:
         index = rng.randrange(len(_OUT_OF_SCOPE[split]))
-        core = _OUT_OF_SCOPE[split][index]
+        core = _noisy(rng, _OUT_OF_SCOPE[split][index], noise)
         return Example([{"role": "user", "content": _finish(rng, split, core, False)}],
                        REFUSAL_REPLY, "refusal", None, f"{split}/out_of_scope/{index}")
     thing = _pick(rng, UNSUPPORTED_DEVICES)
-    frame, template = _frame(rng, _UNSUPPORTED_FRAMES[split], split, "unsupported")
+    frame, template = _frame(rng, _UNSUPPORTED_FRAMES[split], split, "unsupported", noise)
     core = frame.format(thing=thing, room=_pick(rng, ("kitchen", "garage", "basement")))
     return Example([{"role": "user", "content": _finish(rng, split, core, frame.startswith("is"))}],
                    unsupported_reply(thing), "refusal", None, template, {"thing": thing})
@@ -616,24 +677,28 @@ _BUILDERS = {
 }
 
 
-def _one_turn(rng: random.Random, split: str, kinds: tuple[str, ...] | None) -> Example:
+def _one_turn(rng: random.Random, split: str, kinds: tuple[str, ...] | None, noise: float) -> Example:
     table = [(k, w) for k, w in _KIND_WEIGHTS if kinds is None or k in kinds]
     roll = rng.random() * sum(w for _, w in table)
     for kind, weight in table:
         roll -= weight
         if roll < 0:
-            return _BUILDERS[kind](rng, split)
-    return _BUILDERS[table[-1][0]](rng, split)
+            return _BUILDERS[kind](rng, split, noise)
+    return _BUILDERS[table[-1][0]](rng, split, noise)
 
 
 def generate(split: str, n: int, seed: int, kinds: tuple[str, ...] | None = None,
-             system_rate: float = 0.25, history_rate: float = 0.15) -> list[Example]:
+             system_rate: float = 0.25, history_rate: float = 0.15,
+             noise_rate: float = 0.35) -> list[Example]:
     """``n`` examples of ``split`` ("train" or "heldout"), the same list for the same arguments.
 
     ``kinds`` restricts the reply kinds of the last turn: any of "command" (on/off/open/...),
     "set" (values), "query", "scene", "chat", "refusal"; ``None`` mixes them all. With
     ``system_rate`` an example starts with a system prompt; with ``history_rate`` it carries one
-    earlier exchange of the same split before the user turn being answered.
+    earlier exchange of the same split before the user turn being answered. With ``noise_rate``
+    (train split only; held-out text is never noised) a sentence frame or object phrase gets
+    filler words inserted between its words, so the model learns to look past words it does
+    not know instead of memorising frames.
     """
     if split not in SPLITS:
         raise ValueError(f"corpus split {split!r} is not one of {SPLITS}")
@@ -646,18 +711,20 @@ def generate(split: str, n: int, seed: int, kinds: tuple[str, ...] | None = None
         if unknown or not kinds:
             raise ValueError(f"corpus kinds={kinds!r}: expected a non-empty subset of {sorted(_BUILDERS)}")
         kinds = tuple(kinds)
-    for name, rate in (("system_rate", system_rate), ("history_rate", history_rate)):
+    for name, rate in (("system_rate", system_rate), ("history_rate", history_rate),
+                       ("noise_rate", noise_rate)):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"corpus {name}={rate!r}: expected a probability in [0, 1]")
     rng = random.Random(seed * len(SPLITS) + SPLITS.index(split))
+    noise = noise_rate if split == "train" else 0.0
     examples = []
     for _ in range(n):
-        example = _one_turn(rng, split, kinds)
+        example = _one_turn(rng, split, kinds, noise)
         prefix: list[dict] = []
         if rng.random() < system_rate:
             prefix.append({"role": "system", "content": _pick(rng, SYSTEM_PROMPTS)})
         if rng.random() < history_rate:
-            earlier = _one_turn(rng, split, None)
+            earlier = _one_turn(rng, split, None, noise)
             prefix += [earlier.messages[-1], {"role": "assistant", "content": earlier.reply}]
         example.messages = prefix + example.messages
         examples.append(example)
@@ -669,3 +736,6 @@ def render_text(messages: list[dict], reply: str | None = None) -> str:
     parts = [f"{m['role'].capitalize()}: {m['content'].strip()}<|eot_id|>" for m in messages]
     parts.append("Assistant: " if reply is None else f"Assistant: {reply}<|eot_id|>")
     return "<|begin_of_text|>" + "".join(parts)
+
+
+_KNOWN_WORDS = _words_of_tables()

@@ -1,0 +1,185 @@
+/* Armv8.0 NEON activation quantization and I2_S ternary GEMV/GEMM (Cortex-A53/A72: no sdot).
+ *
+ * Ternary trick: codes stay unsigned (0..3) and are multiplied as int8 with vmull_s8/vmlal_s8;
+ * sum((code - 1) * q) = sum(code * q) - sum(q), with sum(q) computed once per token.
+ * Sub-vector m (m = 0..3, shift 6 - 2m) of a 32-byte group lines up with the 32 contiguous
+ * activations q[128g + 32m .. 128g + 32m + 31].
+ *
+ * int16 bound: a product lane is code * q, |.| <= 3 * 128 = 384. A (row, token) accumulator
+ * takes 16 products per lane per group (128 weights over 8 lanes), so 4 groups add at most
+ * 4 * 16 * 384 = 24576 < 32767 before vpadalq_s16 widens them into int32.
+ */
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#include <math.h>
+
+#include "er_kernels.h"
+
+#define ER_INLINE static inline __attribute__((always_inline))
+
+#define I2S_INT16_GROUPS 4
+/* 2 x 4 tiles: 8 int16 + 8 int32 accumulators, 4 code and 2 activation vectors (of 32). */
+#define GEMM_ROWS 2
+#define GEMM_TOKS 4
+#define GEMV_ROWS 4
+#define TILE_MAX_ROWS 4
+#define TILE_MAX_ACC 8
+/* weight rows of one block stay in L2 while every token tile passes over them */
+#define ROW_BLOCK_BYTES (64 * 1024)
+
+float er_quantize_row_i8_neon(const float *x, int8_t *q, int n) {
+    float32x4_t m0 = vdupq_n_f32(0.0f), m1 = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        m0 = vmaxq_f32(m0, vabsq_f32(vld1q_f32(x + i)));
+        m1 = vmaxq_f32(m1, vabsq_f32(vld1q_f32(x + i + 4)));
+    }
+    float amax = vmaxvq_f32(vmaxq_f32(m0, m1));
+    for (; i < n; i++) {
+        float a = fabsf(x[i]);
+        amax = a > amax ? a : amax;
+    }
+    if (amax < 1e-5f) amax = 1e-5f;
+    const float s = 127.0f / amax;
+    i = 0;
+    for (; i + 16 <= n; i += 16) {
+        /* fcvtns rounds half to even; the saturating narrows are the clamp to [-128, 127] */
+        const int32x4_t a = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(x + i), s));
+        const int32x4_t b = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(x + i + 4), s));
+        const int32x4_t c = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(x + i + 8), s));
+        const int32x4_t d = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(x + i + 12), s));
+        const int16x8_t ab = vcombine_s16(vqmovn_s32(a), vqmovn_s32(b));
+        const int16x8_t cd = vcombine_s16(vqmovn_s32(c), vqmovn_s32(d));
+        vst1q_s8(q + i, vcombine_s8(vqmovn_s16(ab), vqmovn_s16(cd)));
+    }
+    for (; i < n; i++) {
+        float v = rintf(x[i] * s);
+        v = v > 127.0f ? 127.0f : (v < -128.0f ? -128.0f : v);
+        q[i] = (int8_t)v;
+    }
+    return s;
+}
+
+/* sum(q[0..k)), k % 128 == 0 */
+static int32_t qsum_neon(const int8_t *q, int k) {
+    int32x4_t acc = vdupq_n_s32(0);
+    for (int i = 0; i < k; i += 32) {
+        acc = vpadalq_s16(acc, vpaddlq_s8(vld1q_s8(q + i)));
+        acc = vpadalq_s16(acc, vpaddlq_s8(vld1q_s8(q + i + 16)));
+    }
+    return vaddvq_s32(acc);
+}
+
+/* Codes of sub-vector m from 16 bytes of a group; m is a constant after inlining. */
+ER_INLINE int8x16_t unpack_codes(uint8x16_t b, int m, uint8x16_t mask3) {
+    switch (m) {
+    case 0: return vreinterpretq_s8_u8(vshrq_n_u8(b, 6));
+    case 1: return vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(b, 4), mask3));
+    case 2: return vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(b, 2), mask3));
+    default: return vreinterpretq_s8_u8(vandq_u8(b, mask3));
+    }
+}
+
+/* One tile: rows [0, R) of w times tokens [0, T) of q.
+ * out[t * ldo + r] = sum_i code(r, i) * q[t * ldq + i] - qsum[t]. */
+ER_INLINE void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, size_t ldq,
+                        int groups, const int32_t *qsum, int32_t *out, size_t ldo, const int R,
+                        const int T) {
+    const uint8x16_t mask3 = vdupq_n_u8(3);
+    int32x4_t acc32[TILE_MAX_ACC];
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) acc32[i] = vdupq_n_s32(0);
+    for (int g0 = 0; g0 < groups; g0 += I2S_INT16_GROUPS) {
+        const int g1 = g0 + I2S_INT16_GROUPS < groups ? g0 + I2S_INT16_GROUPS : groups;
+        int16x8_t acc16[TILE_MAX_ACC];
+#pragma GCC unroll 16
+        for (int i = 0; i < R * T; i++) acc16[i] = vdupq_n_s16(0);
+        for (int g = g0; g < g1; g++) {
+#pragma GCC unroll 4
+            for (int m = 0; m < 4; m++) {
+                int8x16_t c0[TILE_MAX_ROWS], c1[TILE_MAX_ROWS];
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    const uint8_t *grp = w + r * row_bytes + (size_t)g * ER_I2S_GROUP_BYTES;
+                    c0[r] = unpack_codes(vld1q_u8(grp), m, mask3);
+                    c1[r] = unpack_codes(vld1q_u8(grp + 16), m, mask3);
+                }
+#pragma GCC unroll 8
+                for (int t = 0; t < T; t++) {
+                    const int8_t *qm = q + t * ldq + (size_t)g * ER_I2S_GROUP + 32 * m;
+                    const int8x16_t q0 = vld1q_s8(qm), q1 = vld1q_s8(qm + 16);
+#pragma GCC unroll 4
+                    for (int r = 0; r < R; r++) {
+                        int16x8_t a = acc16[r * T + t];
+                        a = vmlal_s8(a, vget_low_s8(c0[r]), vget_low_s8(q0));
+                        a = vmlal_high_s8(a, c0[r], q0);
+                        a = vmlal_s8(a, vget_low_s8(c1[r]), vget_low_s8(q1));
+                        a = vmlal_high_s8(a, c1[r], q1);
+                        acc16[r * T + t] = a;
+                    }
+                }
+            }
+        }
+#pragma GCC unroll 16
+        for (int i = 0; i < R * T; i++) acc32[i] = vpadalq_s16(acc32[i], acc16[i]);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++)
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) out[t * ldo + r] = vaddvq_s32(acc32[r * T + t]) - qsum[t];
+}
+
+void er_i2s_gemv_neon(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k) {
+    const size_t row_bytes = (size_t)k / 4;
+    const int groups = k / ER_I2S_GROUP;
+    const int32_t qsum = qsum_neon(q, k);
+    int r = 0;
+    for (; r + GEMV_ROWS <= rows; r += GEMV_ROWS)
+        i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, GEMV_ROWS, 1);
+    for (; r < rows; r++) i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, 1, 1);
+}
+
+/* One row tile (R = GEMM_ROWS or 1) against nt <= GEMM_TOKS tokens; R and nt become
+ * constants in each case, so every tile shape is fully unrolled. */
+#define TILE_CASE(R, NT)                                                                         \
+    case NT:                                                                                     \
+        i2s_tile(w, row_bytes, q, ldq, groups, qsum, out, ldo, R, NT);                           \
+        break;
+_Static_assert(GEMM_TOKS == 4, "TILE_CASES lists one case per token count");
+#define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2) TILE_CASE(R, 3) TILE_CASE(R, 4)
+
+static void i2s_tile_rows(const uint8_t *w, size_t row_bytes, const int8_t *q, size_t ldq,
+                          int groups, const int32_t *qsum, int32_t *out, size_t ldo, int R, int nt) {
+    if (R == GEMM_ROWS) {
+        switch (nt) { TILE_CASES(GEMM_ROWS) }
+    } else {
+        switch (nt) { TILE_CASES(1) }
+    }
+}
+#undef TILE_CASES
+#undef TILE_CASE
+
+void er_i2s_gemm_neon(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
+                      int k, int n_tok) {
+    const size_t row_bytes = (size_t)k / 4;
+    const int groups = k / ER_I2S_GROUP;
+    int block_rows = (int)(ROW_BLOCK_BYTES / row_bytes) / GEMM_ROWS * GEMM_ROWS;
+    if (block_rows < GEMM_ROWS) block_rows = GEMM_ROWS;
+    for (int r0 = 0; r0 < rows; r0 += block_rows) {
+        const int r1 = r0 + block_rows < rows ? r0 + block_rows : rows;
+        for (int t0 = 0; t0 < n_tok; t0 += GEMM_TOKS) {
+            const int nt = n_tok - t0 < GEMM_TOKS ? n_tok - t0 : GEMM_TOKS;
+            const int8_t *qt = q + (size_t)t0 * ldq;
+            int32_t *ot = out + (size_t)t0 * ldo;
+            int32_t qsum[GEMM_TOKS];
+            for (int t = 0; t < nt; t++) qsum[t] = qsum_neon(qt + (size_t)t * ldq, k);
+            int r = r0;
+            while (r < r1) {
+                const int R = r + GEMM_ROWS <= r1 ? GEMM_ROWS : 1;
+                i2s_tile_rows(w + r * row_bytes, row_bytes, qt, ldq, groups, qsum, ot + r, ldo, R, nt);
+                r += R;
+            }
+        }
+    }
+}
+#endif /* __aarch64__ */

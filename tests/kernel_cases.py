@@ -1,0 +1,346 @@
+"""The kernel case table: seeded inputs with odd shapes and extreme values, their binary
+encoding for tests/kernel_driver.c, and a numpy reference for every op.
+
+The numpy reference does the integer math exactly (int64) and the float rounding steps of the
+quantizers with the same f32 operations as the C reference, so integer results and quantized
+activations are compared bit for bit; float head outputs are compared against a float64 value
+within FLOAT_RTOL of the sum of the absolute terms (see `float_bound`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import numpy as np
+
+OP_QUANT_I8, OP_I2S_GEMV, OP_I2S_GEMM, OP_F16_GEMV, OP_QUANT_Q8_0, OP_Q8_0_GEMV, OP_Q4_0_GEMV = range(1, 8)
+OP_NAMES = {
+    OP_QUANT_I8: "quantize_row_i8",
+    OP_I2S_GEMV: "i2s_gemv",
+    OP_I2S_GEMM: "i2s_gemm",
+    OP_F16_GEMV: "f16_gemv",
+    OP_QUANT_Q8_0: "quantize_row_q8_0",
+    OP_Q8_0_GEMV: "q8_0_gemv",
+    OP_Q4_0_GEMV: "q4_0_gemv",
+}
+CASES_HEADER = struct.Struct("<8i")  # op, p0..p4, 0, 0
+GEMM_OUT_FILL = 0x5A5A5A5A  # the driver's fill of i2s_gemm outputs; untouched entries keep it
+# A float head output may differ from the float64 value of the exact sum by this fraction of
+# sum(|term|): the reference and every variant accumulate in f32, in different orders. The
+# observed worst case over this table is 1.3e-7 (about 2 ulp) for every variant, k <= 2560.
+FLOAT_RTOL = 2e-6
+
+BLOCK_Q8_0 = np.dtype([("d", "<u2"), ("qs", "i1", (32,))])  # 34 bytes, as er_block_q8_0
+BLOCK_Q4_0 = np.dtype([("d", "<u2"), ("qs", "u1", (16,))])  # 18 bytes, as er_block_q4_0
+assert BLOCK_Q8_0.itemsize == 34 and BLOCK_Q4_0.itemsize == 18
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One kernel call: its header parameters, its input arrays in file order, and what the
+    numpy reference says every variant must return."""
+
+    name: str
+    op: int
+    params: tuple[int, ...]
+    inputs: tuple[np.ndarray, ...]
+    expected: dict[str, np.ndarray]
+    exact: bool = True  # float outputs compared bit for bit (every float step is exact)
+
+    def encode(self) -> bytes:
+        header = list(self.params) + [0] * (7 - len(self.params))
+        return CASES_HEADER.pack(self.op, *header) + b"".join(
+            np.ascontiguousarray(a).tobytes() for a in self.inputs
+        )
+
+
+# ---- numpy reference ------------------------------------------------------------------------
+
+def quantize_row_i8(x: np.ndarray) -> tuple[np.float32, np.ndarray]:
+    """s = 127 / max(max|x|, 1e-5) in f32; q = clamp(round_half_even(x * s)) as int8."""
+    x = np.asarray(x, dtype=np.float32)
+    amax = np.max(np.abs(x)) if x.size else np.float32(0)
+    amax = max(np.float32(amax), np.float32(1e-5))
+    s = np.float32(127.0) / np.float32(amax)
+    q = np.clip(np.rint(x * s), -128, 127).astype(np.int8)
+    return np.float32(s), q
+
+
+def pack_i2s(codes: np.ndarray) -> np.ndarray:
+    """codes (rows, k) in 0..3 -> I2_S bytes (rows, k / 4): in each 128-weight group, byte j
+    holds weight j at bits 7:6, j+32 at 5:4, j+64 at 3:2 and j+96 at 1:0."""
+    rows, k = codes.shape
+    c = codes.astype(np.uint8).reshape(rows, k // 128, 4, 32)
+    packed = (c[:, :, 0] << 6) | (c[:, :, 1] << 4) | (c[:, :, 2] << 2) | c[:, :, 3]
+    return packed.reshape(rows, k // 4)
+
+
+def ternary_matmul(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """(codes - 1) @ q in exact integer math; q (k,) or (n_tok, k) -> (rows,) or (n_tok, rows)."""
+    w = codes.astype(np.int64) - 1
+    out = q.astype(np.int64) @ w.T
+    assert np.all(np.abs(out) < 2**31)
+    return out.astype(np.int32)
+
+
+def quantize_row_q8_0(x: np.ndarray) -> np.ndarray:
+    """Blocks of 32: d = amax / 127 (f32), id = 1 / d (0 when d == 0), q = round_half_even(x * id);
+    d stored as fp16 bits (round half to even)."""
+    xb = np.asarray(x, dtype=np.float32).reshape(-1, 32)
+    amax = np.max(np.abs(xb), axis=1)
+    d = (amax / np.float32(127.0)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d != 0, np.float32(1.0) / d, np.float32(0.0)).astype(np.float32)
+    q = np.clip(np.rint(xb * inv[:, None]), -128, 127).astype(np.int8)
+    out = np.zeros(xb.shape[0], dtype=BLOCK_Q8_0)
+    out["d"] = d.astype(np.float16).view(np.uint16)
+    out["qs"] = q
+    return out
+
+
+def half(bits: np.ndarray) -> np.ndarray:
+    return np.asarray(bits, dtype=np.uint16).view(np.float16).astype(np.float64)
+
+
+def q8_0_terms(w: np.ndarray, xq: np.ndarray) -> np.ndarray:
+    """Per-block terms d_w * d_x * sum(w_q * x_q), float64, shape (rows, blocks)."""
+    isum = np.einsum("rbj,bj->rb", w["qs"].astype(np.int64), xq["qs"].astype(np.int64))
+    return half(w["d"]) * half(xq["d"])[None, :] * isum
+
+
+def q4_0_values(w: np.ndarray) -> np.ndarray:
+    """Q4_0 blocks (rows, blocks) -> int weights (rows, blocks, 32): byte j holds weight j in the
+    low nibble and weight j + 16 in the high nibble, value = nibble - 8."""
+    lo = (w["qs"] & 0x0F).astype(np.int64) - 8
+    hi = (w["qs"] >> 4).astype(np.int64) - 8
+    return np.concatenate([lo, hi], axis=-1)
+
+
+def q4_0_terms(w: np.ndarray, xq: np.ndarray) -> np.ndarray:
+    isum = np.einsum("rbj,bj->rb", q4_0_values(w), xq["qs"].astype(np.int64))
+    return half(w["d"]) * half(xq["d"])[None, :] * isum
+
+
+def float_bound(terms: np.ndarray) -> np.ndarray:
+    """Allowed |got - exact| per output row for float head results."""
+    return FLOAT_RTOL * np.sum(np.abs(terms), axis=-1) + 1e-30
+
+
+# ---- case builders --------------------------------------------------------------------------
+
+def _quant_i8_case(name: str, x: np.ndarray) -> Case:
+    x = np.asarray(x, dtype=np.float32)
+    s, q = quantize_row_i8(x)
+    return Case(name, OP_QUANT_I8, (x.size,), (x,), {"s": np.array([s], np.float32), "q": q})
+
+
+def _gemv_case(name: str, codes: np.ndarray, q: np.ndarray) -> Case:
+    rows, k = codes.shape
+    q = np.asarray(q, dtype=np.int8)
+    return Case(name, OP_I2S_GEMV, (rows, k), (pack_i2s(codes), q), {"out": ternary_matmul(codes, q)})
+
+
+def _gemm_case(name: str, codes: np.ndarray, q: np.ndarray, ldq: int, ldo: int, rng) -> Case:
+    rows, k = codes.shape
+    n_tok = q.shape[0]
+    qbuf = rng.integers(-128, 128, size=(n_tok, ldq), dtype=np.int8)  # padding must be ignored
+    qbuf[:, :k] = q
+    out = np.full((n_tok, ldo), GEMM_OUT_FILL, dtype=np.uint32).view(np.int32)
+    out[:, :rows] = ternary_matmul(codes, q)
+    return Case(name, OP_I2S_GEMM, (rows, k, n_tok, ldq, ldo), (pack_i2s(codes), qbuf), {"out": out})
+
+
+def _f16_case(name: str, w: np.ndarray, x: np.ndarray, exact: bool = False) -> Case:
+    w = np.asarray(w, dtype=np.float16)
+    x = np.asarray(x, dtype=np.float32)
+    terms = w.astype(np.float64) * x.astype(np.float64)[None, :]
+    return Case(name, OP_F16_GEMV, w.shape, (w.view(np.uint16), x),
+                {"out": terms.sum(axis=1), "bound": float_bound(terms)}, exact)
+
+
+def _q8_0_quant_case(name: str, x: np.ndarray) -> Case:
+    x = np.asarray(x, dtype=np.float32)
+    return Case(name, OP_QUANT_Q8_0, (x.size,), (x,), {"blocks": quantize_row_q8_0(x)})
+
+
+def _head_case(name: str, op: int, w: np.ndarray, xq: np.ndarray, exact: bool = False) -> Case:
+    rows, nb = w.shape
+    terms = q8_0_terms(w, xq) if op == OP_Q8_0_GEMV else q4_0_terms(w, xq)
+    return Case(name, op, (rows, nb * 32), (w, xq),
+                {"out": terms.sum(axis=1), "bound": float_bound(terms)}, exact)
+
+
+def _codes(rng, rows: int, k: int, with_threes: bool = True) -> np.ndarray:
+    codes = rng.integers(0, 3, size=(rows, k), dtype=np.uint8)
+    if with_threes:  # 3 never appears in a valid file; every variant must read it as +2
+        codes[rng.random((rows, k)) < 0.05] = 3
+    return codes
+
+
+def _blocks_q8_0(rng, rows: int, nb: int, d: np.ndarray | None = None) -> np.ndarray:
+    b = np.zeros((rows, nb), dtype=BLOCK_Q8_0)
+    b["qs"] = rng.integers(-128, 128, size=(rows, nb, 32), dtype=np.int8)
+    if d is None:
+        d = rng.uniform(1e-3, 0.1, size=(rows, nb))
+    b["d"] = np.asarray(d, dtype=np.float16).view(np.uint16)
+    return b
+
+
+def _blocks_q4_0(rng, rows: int, nb: int, d: np.ndarray | None = None) -> np.ndarray:
+    b = np.zeros((rows, nb), dtype=BLOCK_Q4_0)
+    b["qs"] = rng.integers(0, 256, size=(rows, nb, 16), dtype=np.uint8)
+    if d is None:
+        d = rng.uniform(1e-3, 0.1, size=(rows, nb))
+    b["d"] = np.asarray(d, dtype=np.float16).view(np.uint16)
+    return b
+
+
+def build_cases(seed: int = 20250) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    cases: list[Case] = []
+
+    # -- activation quantization: lengths with SIMD tails, ties, tiny values, zeros
+    for n in (1, 7, 31, 33, 100, 2560):
+        cases.append(_quant_i8_case(f"i8 normal n={n}", rng.normal(0, 2.0, n)))
+    # amax 127 makes s exactly 1, so x = m + 0.5 are exact ties: round half to even
+    ties = np.concatenate([[127.0], np.arange(-40, 40) + 0.5, [-127.0, 126.5, -126.5, -0.5, 0.5]])
+    cases.append(_quant_i8_case("i8 ties n=86", rng.permutation(ties)))
+    cases.append(_quant_i8_case("i8 ties n=2560", np.resize(ties, 2560)))
+    cases.append(_quant_i8_case("i8 tiny below 1e-5 n=33", rng.uniform(-9e-6, 9e-6, 33)))
+    tiny = rng.uniform(-1.2e-5, 1.2e-5, 100)
+    tiny[:3] = [1e-5, -1e-5, 1e-40]  # the clamp boundary and a subnormal
+    cases.append(_quant_i8_case("i8 near 1e-5 n=100", tiny))
+    cases.append(_quant_i8_case("i8 zeros n=31", np.zeros(31)))
+    cases.append(_quant_i8_case("i8 constant negative n=37", np.full(37, -3.0)))
+    wide = rng.normal(0, 1e-3, 2560)
+    wide[1234] = -1e4
+    cases.append(_quant_i8_case("i8 one outlier n=2560", wide))
+
+    # -- I2_S GEMV: odd shapes, code 3, extreme activations
+    for rows, k, kind in ((1, 128, "random"), (3, 384, "random"), (7, 640, "random"), (17, 2560, "random"),
+                          (64, 128, "random"), (129, 640, "random"), (5, 384, "zeros"),
+                          (3, 640, "alternating")):
+        codes = _codes(rng, rows, k)
+        if kind == "random":
+            q = rng.integers(-128, 128, size=k, dtype=np.int8)
+        elif kind == "zeros":
+            q = np.zeros(k, np.int8)
+        else:
+            q = np.where(np.arange(k) % 2 == 0, 127, -128).astype(np.int8)
+        cases.append(_gemv_case(f"gemv {kind} rows={rows} k={k}", codes, q))
+    # largest magnitudes the int16 accumulators can meet: every code 3 against -128, every 0 against 127
+    cases.append(_gemv_case("gemv code3 x -128 rows=7 k=2560", np.full((7, 2560), 3, np.uint8),
+                            np.full(2560, -128, np.int8)))
+    cases.append(_gemv_case("gemv code0 x 127 rows=5 k=2560", np.zeros((5, 2560), np.uint8),
+                            np.full(2560, 127, np.int8)))
+    mixed = np.full((4, 2560), 3, np.uint8)
+    mixed[1::2] = 0
+    cases.append(_gemv_case("gemv code3/code0 x +-128 rows=4 k=2560", mixed,
+                            np.where(np.arange(2560) % 3 == 0, -128, 127).astype(np.int8)))
+
+    # -- I2_S GEMM: odd rows x tokens, padded strides, a row block boundary (rows 200 x k 2560)
+    for rows, k, n_tok, ldq_pad, ldo_pad in ((1, 128, 1, 0, 0), (3, 384, 2, 16, 2), (7, 640, 3, 0, 0),
+                                             (17, 2560, 5, 1, 3), (64, 128, 8, 72, 0), (129, 640, 13, 7, 2),
+                                             (200, 2560, 3, 0, 1), (2, 384, 13, 3, 1)):
+        codes = _codes(rng, rows, k)
+        q = rng.integers(-128, 128, size=(n_tok, k), dtype=np.int8)
+        cases.append(_gemm_case(f"gemm rows={rows} k={k} n_tok={n_tok} ldq=k+{ldq_pad} ldo=rows+{ldo_pad}",
+                                codes, q, k + ldq_pad, rows + ldo_pad, rng))
+    q = np.full((6, 2560), -128, np.int8)
+    q[1::2] = 127
+    cases.append(_gemm_case("gemm code3 x +-128 rows=5 k=2560 n_tok=6", np.full((5, 2560), 3, np.uint8),
+                            q, 2560, 5, rng))
+
+    # -- F16 head GEMV (k need not be a multiple of 32 here: tails)
+    for rows, k in ((1, 32), (3, 96), (7, 2560), (17, 100), (5, 7), (64, 640)):
+        w = rng.normal(0, 0.05, size=(rows, k))
+        cases.append(_f16_case(f"f16 rows={rows} k={k}", w, rng.normal(0, 1.0, size=k)))
+    # small integers times powers of two: every f32 step exact, so every order gives the same bits
+    w = rng.integers(-64, 65, size=(9, 256)) * 0.25
+    x = rng.integers(-32, 33, size=256) * 0.5
+    cases.append(_f16_case("f16 exact rows=9 k=256", w, x, exact=True))
+
+    # -- Q8_0 activation quantization: per-block scales over a wide range, ties, zero blocks
+    for k in (32, 64, 96, 2560):
+        scale = np.repeat(10.0 ** rng.uniform(-3, 3, size=k // 32), 32)
+        cases.append(_q8_0_quant_case(f"q8_0 quant k={k}", rng.normal(0, 1, k) * scale))
+    blk = np.concatenate([[127.0], np.arange(-15, 15) + 0.5, [-126.5]])  # d = 1, exact ties
+    special = np.concatenate([rng.permutation(blk), np.zeros(32), rng.uniform(-1e-6, 1e-6, 32),
+                              np.full(32, -7.25), rng.normal(0, 300.0, 32)])
+    cases.append(_q8_0_quant_case("q8_0 quant ties/zeros/tiny k=160", special))
+
+    # -- Q8_0 and Q4_0 head GEMVs against Q8_0 activations
+    for op, blocks in ((OP_Q8_0_GEMV, _blocks_q8_0), (OP_Q4_0_GEMV, _blocks_q4_0)):
+        tag = OP_NAMES[op]
+        for rows, k in ((1, 32), (3, 96), (7, 2560), (17, 640), (64, 256), (6, 128)):
+            xq = quantize_row_q8_0(rng.normal(0, 1, k))
+            cases.append(_head_case(f"{tag} rows={rows} k={k}", op, blocks(rng, rows, k // 32), xq))
+        # scales 1/2 or 1: every term is a multiple of 1/4 below 2^22 in magnitude, so every f32
+        # step is exact in any order and the int block sums are checked bit for bit
+        nb = 8
+        w = blocks(rng, 5, nb, d=2.0 ** rng.integers(-1, 1, size=(5, nb)))
+        xq = _blocks_q8_0(rng, 1, nb, d=2.0 ** rng.integers(-1, 1, size=(1, nb)))[0]
+        cases.append(_head_case(f"{tag} exact rows=5 k=256", op, w, xq, exact=True))
+        w = blocks(rng, 3, nb, d=np.ones((3, nb)))
+        w["qs"] = -128 if op == OP_Q8_0_GEMV else 0  # -128 * -128 and (0 - 8) * -128 everywhere
+        xq = _blocks_q8_0(rng, 1, nb, d=np.ones((1, nb)))[0]
+        xq["qs"] = -128
+        cases.append(_head_case(f"{tag} extreme -128 rows=3 k=256", op, w, xq, exact=True))
+    return cases
+
+
+def encode_cases(cases: list[Case]) -> bytes:
+    return b"".join(c.encode() for c in cases)
+
+
+def decode_results(blob: bytes) -> list[tuple[int, bytes]]:
+    """The driver's results file -> [(op, payload bytes)]."""
+    out, pos = [], 0
+    while pos < len(blob):
+        op, n = struct.unpack_from("<2i", blob, pos)
+        pos += 8
+        out.append((op, blob[pos:pos + n]))
+        pos += n
+    if pos != len(blob):
+        raise ValueError(f"results file is truncated at byte {pos} of {len(blob)}")
+    return out
+
+
+def check_result(case: Case, payload: bytes) -> list[str]:
+    """Differences between one driver result and the reference, as messages (empty = pass)."""
+    e = case.expected
+    if case.op == OP_QUANT_I8:
+        s = np.frombuffer(payload[:4], np.float32)
+        q = np.frombuffer(payload[4:], np.int8)
+        errs = []
+        if s.tobytes() != e["s"].tobytes():
+            errs.append(f"s = {s[0]!r}, expected {e['s'][0]!r}")
+        errs += _int_mismatch("q", q, e["q"])
+        return errs
+    if case.op in (OP_I2S_GEMV, OP_I2S_GEMM):
+        got = np.frombuffer(payload, np.int32).reshape(e["out"].shape)
+        return _int_mismatch("out", got, e["out"])
+    if case.op == OP_QUANT_Q8_0:
+        got = np.frombuffer(payload, BLOCK_Q8_0)
+        return (_int_mismatch("d (fp16 bits)", got["d"], e["blocks"]["d"])
+                + _int_mismatch("qs", got["qs"], e["blocks"]["qs"]))
+    got = np.frombuffer(payload, np.float32).astype(np.float64)
+    if got.shape != e["out"].shape:
+        return [f"{got.size} outputs, expected {e['out'].size}"]
+    if case.exact:
+        bad = np.nonzero(got != e["out"])[0]
+    else:
+        bad = np.nonzero(~(np.abs(got - e["out"]) <= e["bound"]))[0]
+    return [f"out[{i}] = {got[i]!r}, expected {e['out'][i]!r} (allowed error {e['bound'][i]:.3g})"
+            for i in bad[:5]]
+
+
+def _int_mismatch(field: str, got: np.ndarray, want: np.ndarray) -> list[str]:
+    if got.shape != want.shape:
+        return [f"{field}: shape {got.shape}, expected {want.shape}"]
+    bad = np.argwhere(got != want)
+    msgs = [f"{field}[{tuple(int(v) for v in i)}] = {got[tuple(i)]}, expected {want[tuple(i)]}"
+            for i in bad[:5]]
+    if len(bad) > 5:
+        msgs.append(f"... {len(bad)} mismatches in {field}")
+    return msgs
