@@ -51,11 +51,16 @@ def _random_head(rng, rows, cols, head):
     raise ValueError(f"head type {head!r}: expected one of f16, f32, q8_0, q4_0")
 
 
-def write_random_model(path, shape="tiny", head="q8_0", seed=0, name=None, **overrides):
-    """Write a random BitNet b1.58 GGUF of a named shape (see SHAPES) to path; returns path."""
+def write_random_model(path, shape="tiny", head="q8_0", seed=0, name=None, tokenizer=None, **overrides):
+    """Write a random BitNet b1.58 GGUF of a named shape (see SHAPES) to path; returns path.
+
+    tokenizer: an edge_runtime.tokenizer.Tokenizer to store in the file (the vocabulary size then
+    follows the tokenizer)."""
     if shape not in SHAPES:
         raise ValueError(f"shape {shape!r}: expected one of {sorted(SHAPES)}")
     s = {**SHAPES[shape], **overrides}
+    if tokenizer is not None:
+        s["n_vocab"] = tokenizer.n_vocab
     rng = np.random.default_rng(seed)
     dim, ffn, nh, nkv = s["dim"], s["ffn_dim"], s["n_heads"], s["n_kv_heads"]
     hd = dim // nh
@@ -71,6 +76,9 @@ def write_random_model(path, shape="tiny", head="q8_0", seed=0, name=None, **ove
     w.add(f"{ARCH}.attention.head_count_kv", nkv)
     w.add(f"{ARCH}.rope.freq_base", 500000.0)
     w.add(f"{ARCH}.attention.layer_norm_rms_epsilon", 1e-5)
+    if tokenizer is not None:
+        for key, value in tokenizer.to_gguf_metadata().items():
+            w.add(key, value)
     typ = {"f16": GGMLType.F16, "f32": GGMLType.F32, "q8_0": GGMLType.Q8_0, "q4_0": GGMLType.Q4_0}.get(head)
     if typ is None:
         raise ValueError(f"head type {head!r}: expected one of f16, f32, q8_0, q4_0")
