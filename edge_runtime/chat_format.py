@@ -48,9 +48,14 @@ def validate_messages(messages) -> list[tuple[str, str]]:
 
 
 def encode_chat(
-    tokenizer: Tokenizer, messages: list[dict], add_generation_prompt: bool = True
+    tokenizer: Tokenizer, messages: list[dict], add_generation_prompt: bool = True,
+    known_replies: dict | None = None,
 ) -> list[int]:
-    """Token ids of a conversation, ending with the "Assistant: " header for the reply."""
+    """Token ids of a conversation, ending with the "Assistant: " header for the reply.
+
+    known_replies maps an assistant reply's stripped text to the token ids the model generated for
+    it: those ids are used instead of re-tokenizing the text (which may split differently), so the
+    next turn's prompt extends exactly what is already in the KV cache."""
     pairs = validate_messages(messages)
     if tokenizer.bos_id is None or tokenizer.eot_id is None:
         raise ValueError(
@@ -60,7 +65,11 @@ def encode_chat(
     ids = [tokenizer.bos_id]
     for role, content in pairs:
         ids += tokenizer.encode(ROLE_HEADERS[role])
-        ids += tokenizer.encode(content.strip())
+        text = content.strip()
+        if role == "assistant" and known_replies and text in known_replies:
+            ids += list(known_replies[text])
+        else:
+            ids += tokenizer.encode(text)
         ids.append(tokenizer.eot_id)
     if add_generation_prompt:
         ids += tokenizer.encode(ROLE_HEADERS["assistant"])

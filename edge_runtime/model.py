@@ -5,6 +5,7 @@ ports unchanged, plus our "timings". One generation runs at a time per Model (a 
 engine); the KV cache keeps the tokens of the previous request so a follow-up that shares a prefix
 (the next chat turn) evaluates only its new tokens.
 """
+import collections
 import mmap
 import os
 import threading
@@ -100,6 +101,7 @@ class Model:
         self._cancel = threading.Event()
         self._tokenizer = None
         self._token_bytes = None
+        self._known_replies = collections.OrderedDict()  # reply text -> the token ids generated for it
         self.name = cfg.name or os.path.basename(path)
 
     # ------------------------------------------------------------------------------------------
@@ -197,6 +199,11 @@ class Model:
         self._cache_tokens = list(tokens)
         return logits
 
+    def reset(self):
+        """Forget the cached prompt: the next request evaluates its prompt from the start."""
+        with self._lock:
+            self._cache_tokens = []
+
     def cancel(self):
         """Stop the running generation (from any thread) within one token."""
         self._cancel.set()
@@ -256,6 +263,16 @@ class Model:
                 constraint.advance(token)
             history.append(token)
             pending += decoder.feed(token)
+            if constraint is not None and constraint.is_complete():
+                mask = np.array(constraint.allowed_mask(), dtype=bool)
+                mask[list(end_ids)] = False
+                if not mask.any():
+                    # the document is complete and only an end token may follow: stop here
+                    # instead of spending a forward pass (or the last max_tokens) to sample it
+                    yield token, pending, None
+                    pending = ""
+                    finish = "stop"
+                    break
             if stops:
                 hit = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
                 if hit >= 0:
@@ -335,14 +352,32 @@ class Model:
             self._engine.abort(False)
             timings = {"ttft_ms": None}
             n_completion = 0
+            generated, text = [], []
             for token, piece, finish in self._generate(tokens, max_tokens, sampling, stop, json_schema, timings):
-                if finish is not None:
+                if finish is None:
+                    if token is not None:
+                        generated.append(token)
+                    text.append(piece)
+                else:
+                    self._remember_reply("".join(text), generated)
                     n_completion = timings.get("completion_tokens", 0)
                     usage = {"prompt_tokens": len(tokens), "completion_tokens": n_completion,
                              "total_tokens": len(tokens) + n_completion}
                     yield "", finish, usage, self._timings(timings, n_completion)
                     return
                 yield piece, None, None, None
+
+    def _remember_reply(self, text, generated):
+        """Keep the token ids of a reply whose text they decode to exactly (see encode_chat)."""
+        stripped = text.strip()
+        if not generated or not stripped or self.tokenizer.decode(generated) != text.encode("utf-8"):
+            return
+        if stripped != text:
+            return  # the chat format strips content; only exact matches can be reused safely
+        self._known_replies[stripped] = list(generated)
+        self._known_replies.move_to_end(stripped)
+        while len(self._known_replies) > 8:
+            self._known_replies.popitem(last=False)
 
     @staticmethod
     def _timings(t, n_completion):
@@ -401,7 +436,8 @@ class Model:
 
         sampling = self._sampling(temperature, top_k, top_p, min_p, repeat_penalty, seed, presence_penalty,
                                   frequency_penalty)
-        tokens = self._fit(encode_chat(self.tokenizer, messages, add_generation_prompt=True), max_tokens, truncate)
+        tokens = self._fit(encode_chat(self.tokenizer, messages, add_generation_prompt=True,
+                                       known_replies=self._known_replies), max_tokens, truncate)
         cid = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         gen = self._run(tokens, max_tokens, sampling, stop, json_schema)
