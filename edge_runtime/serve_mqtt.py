@@ -437,6 +437,8 @@ class MqttServer:
             req = parse_request(decode_payload(msg.payload, self.settings.max_payload_bytes), self.service.limits)
         except RequestError as err:
             return self._refuse(msg, fleet, err.request_id, err.code, err.message)
+        except RecursionError:
+            return self._refuse(msg, fleet, salvage_id(msg.payload), E_BAD_REQUEST, "request nested too deeply")
         route, problem = self._route(msg, req.id, fleet)
         if route is None:
             log.warning("request %r on %s: cannot reply (an id with +, # or NUL needs an MQTT 5 Response "
@@ -503,12 +505,16 @@ class MqttServer:
             log.error("reply to %r lost: %d replies already wait for the broker", route.request_id,
                       OUTGOING_QUEUE_LIMIT)
             return
-        self._unacked[info.mid] = (info, route.topic)
+        self._track(info, route.topic)
         queued = info.rc == mqtt.MQTT_ERR_NO_CONN
         usage = final.get("usage") or {}
         log.info("request %r done: %s, %s tokens, %s tok/s%s", route.request_id, final.get("finish_reason"),
                  usage.get("completion_tokens", 0), (final.get("timings") or {}).get("decode_tok_s", 0),
                  "; broker unreachable: reply queued for delivery after reconnect" if queued else "")
+
+    def _track(self, info, topic):
+        if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            self._unacked[info.mid] = (info, topic)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         entry = self._unacked.pop(mid, None)
@@ -570,21 +576,19 @@ class MqttServer:
     def _shutdown(self):
         self._stopping = True
         self.service.stop(cancel_running=True, timeout=10.0)
-        client = self.client
         if self._fatal is None and self._ever_connected:
-            client.publish(self.topics.status, "offline", qos=1, retain=True)
-            self._unacked_flush()
-        if client.is_connected():
-            client.disconnect()
-        client.loop_stop()
-        log.info("stopped") if self._fatal is None and self._ever_connected else None
+            self._track(self.client.publish(self.topics.status, "offline", qos=1, retain=True), self.topics.status)
+            self._flush_replies()
+        if self.client.is_connected():
+            self.client.disconnect()
+        self.client.loop_stop()
+        if self._fatal is None and self._ever_connected:
+            log.info("stopped: status offline, disconnected")
 
-    def _unacked_flush(self):
+    def _flush_replies(self):
         """Give QoS 1 replies and the offline status a moment to reach the broker."""
         deadline = time.monotonic() + SHUTDOWN_FLUSH_S
-        while time.monotonic() < deadline and (self.pending_replies() or self.client.want_write()):
-            if not self.connected.is_set() and not self.pending_replies():
-                break
+        while self.pending_replies() and time.monotonic() < deadline:
             time.sleep(0.05)
 
 
