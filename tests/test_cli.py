@@ -123,3 +123,53 @@ def test_usage_errors_exit_2(here):
 def test_debug_shows_the_traceback(here):
     r = cli("--debug", "info", "/nonexistent/model.gguf", cwd=here)
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_chat_ctrl_c_stops_the_reply_not_the_program(tiny_chat_model_path, tmp_path):
+    """Through a real pty: Ctrl-C (SIGINT) during a long reply ends that reply; the next turn works."""
+    import pty
+    import select
+    import signal
+    import time
+
+    schema = tmp_path / "long.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"note": {"type": "string", "minLength": 3000,
+                                                                              "maxLength": 3000}},
+                                  "required": ["note"]}))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PKG_PARENT + os.pathsep + env.get("PYTHONPATH", "")
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the chat program on the pty
+        os.chdir(str(tmp_path))
+        os.execve(sys.executable, [sys.executable, "-m", "edge_runtime", "chat", "-m", tiny_chat_model_path,
+                                   "--json-schema", str(schema), "-n", "3100", "-t", "1", "--seed", "1"], env)
+
+    def read_until(pred, timeout):
+        buf, end = b"", time.monotonic() + timeout
+        while time.monotonic() < end and not pred(buf):
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if r:
+                try:
+                    buf += os.read(fd, 65536)
+                except OSError:
+                    break
+        return buf
+
+    try:
+        assert b"> " in read_until(lambda b: b"> " in b, 60)
+        os.write(fd, b"write a long note\r")
+        got = read_until(lambda b: b'{"note":"' in b, 60)
+        assert b'{"note":"' in got
+        os.kill(pid, signal.SIGINT)
+        got = read_until(lambda b: b"[stopped]" in b and b"> " in b.split(b"[stopped]")[-1], 60)
+        assert b"[stopped]" in got, got[-300:]
+        os.write(fd, b"\x04")  # Ctrl-D at the prompt quits cleanly
+        read_until(lambda b: False, 5)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.close(fd)
