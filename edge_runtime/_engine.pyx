@@ -99,6 +99,38 @@ def i2s_gemm(variant, w, q, int rows, int k_dim):
     return out
 
 
+def head_gemv(variant, w, x, int rows, int k_dim, int ggml_type):
+    """Output-head GEMV of a variant: W (rows, k) of ggml_type (F16, Q8_0 or Q4_0) @ x (k,) f32.
+    Q8_0/Q4_0 quantize x to Q8_0 blocks first, as the engine does."""
+    cdef const er_kernels *k = _select(variant)
+    if rows < 1 or k_dim < 32 or k_dim % 32:
+        raise ValueError(f"bad shape rows={rows} k={k_dim} (k must be a positive multiple of 32)")
+    cdef float[::1] xv = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    if xv.shape[0] != k_dim:
+        raise ValueError(f"x has {xv.shape[0]} values, expected {k_dim}")
+    row_bytes = {GGML_TYPE_F16: 2 * k_dim, GGML_TYPE_Q8_0: k_dim // 32 * 34, GGML_TYPE_Q4_0: k_dim // 32 * 18}
+    if ggml_type not in row_bytes:
+        raise ValueError(f"head type {ggml_type} is not one of F16, Q8_0, Q4_0")
+    cdef const uint8_t[::1] wv = np.frombuffer(w, dtype=np.uint8)
+    if wv.shape[0] < rows * row_bytes[ggml_type]:
+        raise ValueError(f"weights hold {wv.shape[0]} bytes, need {rows * row_bytes[ggml_type]}")
+    out = np.zeros(rows, dtype=np.float32)
+    cdef float[::1] ov = out
+    xq = np.zeros(k_dim // 32 * 34, dtype=np.uint8)
+    cdef uint8_t[::1] xqv = xq
+    cdef int t = ggml_type
+    with nogil:
+        if t == 1:
+            k.f16_gemv(<const uint16_t *>&wv[0], &xv[0], &ov[0], rows, k_dim)
+        else:
+            k.quantize_row_q8_0(&xv[0], <er_block_q8_0 *>&xqv[0], k_dim)
+            if t == 8:
+                k.q8_0_gemv(<const er_block_q8_0 *>&wv[0], <const er_block_q8_0 *>&xqv[0], &ov[0], rows, k_dim)
+            else:
+                k.q4_0_gemv(<const er_block_q4_0 *>&wv[0], <const er_block_q8_0 *>&xqv[0], &ov[0], rows, k_dim)
+    return out
+
+
 def fp16_to_fp32(h):
     cdef uint16_t[::1] hv = np.ascontiguousarray(h, dtype=np.uint16).reshape(-1)
     out = np.empty(hv.shape[0], dtype=np.float32)

@@ -39,7 +39,7 @@ def default_model_path():
 
 class Model:
     def __init__(self, path=None, n_threads=None, n_ctx=2048, use_mmap=True, use_mlock=False, seed=None,
-                 n_batch=DEFAULT_BATCH, kernel=None, verbose=False):
+                 n_batch=DEFAULT_BATCH, kernel=None, verbose=False, memory_budget_mb=None):
         if path is None:
             path = default_model_path()
             if path is None:
@@ -58,6 +58,11 @@ class Model:
         self._mf = open_model_file(path)
         self.config = self._mf.config
         cfg = self.config
+        try:
+            self.memory = self._check_memory(n_ctx, n_batch, memory_budget_mb)
+        except BaseException:
+            self._mf.close()
+            raise
         buffer = self._mf.reader.buffer
         if not use_mmap:
             # read the file into private memory: the engine then uses no file-backed pages
@@ -103,6 +108,18 @@ class Model:
         self._token_bytes = None
         self._known_replies = collections.OrderedDict()  # reply text -> the token ids generated for it
         self.name = cfg.name or os.path.basename(path)
+
+    def _check_memory(self, n_ctx, n_batch, budget_mb):
+        """Refuse a load that cannot fit (model + KV cache + scratch) rather than swap a board to death."""
+        from edge_runtime.device_config import memory_guard
+
+        c = self.config
+        wide = max(c.dim, c.ffn_dim, c.n_heads * c.head_dim)
+        scratch = 4 * n_batch * (8 * wide + 2 * c.ffn_dim) + 4 * c.n_vocab * 2 + (16 << 20)
+        if budget_mb is None:
+            budget_mb = 1 << 30  # no board budget: only the machine's MemAvailable limits the load
+        return memory_guard(self._mf.file_size, n_ctx, c.n_layers, c.n_kv_heads, c.head_dim, int(scratch),
+                            int(budget_mb))
 
     # ------------------------------------------------------------------------------------------
     # resources

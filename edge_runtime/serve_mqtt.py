@@ -506,11 +506,14 @@ class MqttServer:
                       OUTGOING_QUEUE_LIMIT)
             return
         self._track(info, route.topic)
-        queued = info.rc == mqtt.MQTT_ERR_NO_CONN
-        usage = final.get("usage") or {}
-        log.info("request %r done: %s, %s tokens, %s tok/s%s", route.request_id, final.get("finish_reason"),
-                 usage.get("completion_tokens", 0), (final.get("timings") or {}).get("decode_tok_s", 0),
-                 "; broker unreachable: reply queued for delivery after reconnect" if queued else "")
+        queued = "; broker unreachable: reply queued for delivery after reconnect" \
+            if info.rc == mqtt.MQTT_ERR_NO_CONN else ""
+        if "error" in final:
+            log.info("request %r answered with error %s%s", route.request_id, final["error"]["code"], queued)
+        else:
+            log.info("request %r done: %s, %s tokens, %s tok/s%s", route.request_id, final["finish_reason"],
+                     (final.get("usage") or {}).get("completion_tokens", 0),
+                     (final.get("timings") or {}).get("decode_tok_s", 0), queued)
 
     def _track(self, info, topic):
         if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
@@ -553,12 +556,11 @@ class MqttServer:
 
         Raises MqttServeError when the broker refuses us for good (login, TLS, subscription)."""
         self._stop = stop
-        self.client = self._make_client()
         try:
-            if not self._connect_first():
-                return
-            self.client.loop_start()
-            self._serve_until(stop)
+            self.client = self._make_client()
+            if self._connect_first():
+                self.client.loop_start()
+                self._serve_until(stop)
         finally:
             self._shutdown()
         if self._fatal is not None:
@@ -576,6 +578,8 @@ class MqttServer:
     def _shutdown(self):
         self._stopping = True
         self.service.stop(cancel_running=True, timeout=10.0)
+        if self.client is None:
+            return
         if self._fatal is None and self._ever_connected:
             self._track(self.client.publish(self.topics.status, "offline", qos=1, retain=True), self.topics.status)
             self._flush_replies()
@@ -754,8 +758,7 @@ def main(args) -> int:
     stop = threading.Event()
     try:
         with stop_on_signals(stop):
-            MqttServer(service, settings).run(stop)
+            MqttServer(service, settings).run(stop)  # stops the service on the way out
     finally:
-        service.stop(cancel_running=True, timeout=10.0)
         model.close()
     return 0

@@ -241,7 +241,7 @@ class PortSession:
         self.outbox = Outbox()
         self.lines = LineReader(server.max_line)
         self.noise = NoiseLimiter()
-        self.crc_seen = server.require_crc     # once the client used a CRC, every reply has one
+        self.last_crc = server.require_crc     # the last readable line had a CRC: so do error replies
         self.lost = threading.Event()          # the port failed (read or write)
         self.abort_writes = threading.Event()  # give up writing (shutdown drain took too long)
         self.lost_reason = ""
@@ -295,7 +295,7 @@ class PortSession:
         self.stats["noise_lines"] += 1
         if self.noise.allow():
             log.warning("noise on %s: %s", self.server.port, message)
-            self.outbox.put_control(error_reply(None, code, message), self.crc_seen)
+            self.outbox.put_control(error_reply(None, code, message), self.last_crc)
         else:
             self.stats["noise_unanswered"] += 1
 
@@ -309,10 +309,8 @@ class PortSession:
         if decoded is None:
             return
         msg, used_crc = decoded
-        if used_crc and not self.crc_seen:
-            self.crc_seen = True
-            log.info("client on %s uses CRC-32: replies carry a crc from now on", self.server.port)
-        crc = self.crc_seen
+        # the replies to a line carry a CRC when it had one (always with --crc)
+        crc = self.last_crc = used_crc or self.server.require_crc
         for verb, handler in (("ping", self._on_ping), ("cancel", self._on_cancel), ("hello", self._on_hello)):
             if verb in msg:
                 extra = sorted(set(msg) - {verb})
@@ -533,7 +531,7 @@ class SerialServer:
         stats = self.totals + session.stats
         serial_status = {"port": self.port, "baud": self.baud, "mode": "text" if self.text else "json",
                          "session": f"{session.number}.{session.epoch}", "reopens": max(0, self.sessions - 1),
-                         "crc": session.crc_seen, "max_line": self.max_line,
+                         "crc": session.last_crc, "max_line": self.max_line,
                          "outbox_lines": out.lines, "outbox_pending_chars": out.pending_chars,
                          "outbox_peak_lines": out.peak_lines, "outbox_peak_pending_chars": out.peak_pending_chars,
                          "dropped_lines": out.dropped_lines}

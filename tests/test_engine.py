@@ -135,3 +135,14 @@ def test_state_is_allocated_up_front_and_rss_stays_flat(tiny_path):
         for i in range(200):
             m._engine.eval([i % 512], len(TOKENS) + i)
         assert rss_bytes() - before < 4 * 2**20
+
+
+def test_memory_guard_refuses_with_numbers(tiny_path):
+    from edge_runtime.device_config import MemoryBudgetError
+
+    with pytest.raises(MemoryBudgetError, match=r"KV cache .* exceeds the memory budget 1\.0 MiB"):
+        Model(tiny_path, n_ctx=4096, memory_budget_mb=1)
+    with pytest.raises(MemoryBudgetError, match="MemAvailable"):
+        Model(tiny_path, n_ctx=1 << 30)  # a KV cache of terabytes: refused before any allocation
+    with Model(tiny_path, n_ctx=64, memory_budget_mb=64) as m:
+        assert m.memory.total_bytes <= 64 * 2**20
