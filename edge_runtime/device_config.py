@@ -98,7 +98,7 @@ class SerialDefaults:
 @dataclass(frozen=True)
 class MqttDefaults:
     broker: str = "localhost:1883"
-    prefix: str = "edge-runtime"
+    prefix: str = "edge"
     group: str = ""
     keepalive: int = 60
 
@@ -235,7 +235,7 @@ _SERIAL_FIELDS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
 
 _MQTT_FIELDS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "broker": ("localhost:1883", _check_broker),
-    "prefix": ("edge-runtime", _check_pattern(
+    "prefix": ("edge", _check_pattern(
         r"[^/+#\s\x00](?:[^+#\s\x00]*[^/+#\s\x00])?",
         "a topic prefix without spaces or wildcards (+, #), not starting or ending with /")),
     "group": ("", _check_pattern(r"[A-Za-z0-9_.-]*", "\"\" or letters, digits, '_', '.', '-'")),

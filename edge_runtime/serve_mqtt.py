@@ -665,7 +665,8 @@ def _check_file(option, path):
 
 def _positive(option, value, low=1, high=None):
     if value < low or (high is not None and value > high):
-        raise ValueError(f"{option} {value}: expected {low}..{high}" if high else f"{option} {value}: expected >= {low}")
+        expected = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"{option} {value}: expected {expected}")
     return value
 
 
@@ -680,8 +681,7 @@ def settings_from_args(args, board=None) -> MqttSettings:
     if args.tls_key and not args.tls_cert:
         raise ValueError("--tls-key needs --tls-cert")
     tls = bool(args.tls_ca or args.tls_cert)
-    host, port = parse_broker(args.broker or (mq.broker if mq else f"localhost:{DEFAULT_TLS_PORT if tls else DEFAULT_PORT}"),
-                              tls)
+    host, port = parse_broker(args.broker or (mq.broker if mq else "localhost"), tls)
     device = args.device_id if args.device_id is not None else socket.gethostname().split(".")[0]
     prefix = args.prefix if args.prefix is not None else (mq.prefix if mq else DEFAULT_PREFIX)
     group = args.group if args.group is not None else (mq.group or None if mq else None)
@@ -713,7 +713,9 @@ def load_model(args, board=None):
     if path is None:
         raise ValueError("serve mqtt needs -m MODEL (this build ships no default model)")
     threads, n_ctx, use_mmap, use_mlock = args.threads, args.ctx or 2048, not args.no_mmap, args.mlock
+    budget = None
     if board is not None:
+        budget = board.memory_budget_mb
         from edge_runtime.device_config import apply_affinity, effective_threads
 
         apply_affinity(board.cpu_affinity)
@@ -721,7 +723,8 @@ def load_model(args, board=None):
         n_ctx = args.ctx or board.n_ctx
         use_mmap = use_mmap and board.use_mmap
         use_mlock = use_mlock or board.use_mlock
-    return Model(path, n_threads=threads, n_ctx=n_ctx, use_mmap=use_mmap, use_mlock=use_mlock, kernel=args.kernel)
+    return Model(path, n_threads=threads, n_ctx=n_ctx, use_mmap=use_mmap, use_mlock=use_mlock, kernel=args.kernel,
+                 memory_budget_mb=budget)
 
 
 @contextlib.contextmanager

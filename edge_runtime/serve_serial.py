@@ -48,6 +48,8 @@ POLL_S = 0.2                  # blocked loops look at their stop flags this ofte
 DRAIN_S = 3.0                 # at shutdown, time for the writer to send the final lines
 REOPEN_MAX_S = 2.0            # cap of the backoff between attempts to reopen a vanished port
 ERRNO_FATAL = {"ENOTTY"}      # open errors that waiting will not fix
+STAT_KEYS = ("bytes_in", "bytes_out", "lines_in", "lines_out", "requests", "noise_lines", "noise_unanswered",
+             "lines_too_long")
 
 
 @dataclasses.dataclass
@@ -245,7 +247,8 @@ class PortSession:
         self.lost = threading.Event()          # the port failed (read or write)
         self.abort_writes = threading.Event()  # give up writing (shutdown drain took too long)
         self.lost_reason = ""
-        self.stats = collections.Counter()
+        # every key exists from the start: the writer thread updates counts while a ping reads them
+        self.stats = collections.Counter({key: 0 for key in STAT_KEYS})
         self._writer = threading.Thread(target=self._write_loop, name=f"serial-writer-{number}", daemon=True)
 
     # -- reading ------------------------------------------------------------------------------
@@ -535,8 +538,7 @@ class SerialServer:
                          "outbox_lines": out.lines, "outbox_pending_chars": out.pending_chars,
                          "outbox_peak_lines": out.peak_lines, "outbox_peak_pending_chars": out.peak_pending_chars,
                          "dropped_lines": out.dropped_lines}
-        for key in ("bytes_in", "bytes_out", "lines_in", "lines_out", "requests", "noise_lines",
-                    "noise_unanswered", "lines_too_long"):
+        for key in STAT_KEYS:
             serial_status[key] = stats.get(key, 0)
         return {**self.service.status(), "serial": serial_status}
 
@@ -550,7 +552,7 @@ class SerialServer:
                 self.service.stop(cancel_running=True, timeout=10.0)
                 raise
             except Exception as exc:  # serial.SerialException or OSError: absent, busy, no permission
-                if _errno_name(getattr(exc, "errno", None)) in ERRNO_FATAL:
+                if _errno_name(_open_errno(exc)) in ERRNO_FATAL:
                     self.service.stop(cancel_running=True, timeout=10.0)
                     raise OSError(f"--port {self.port}: {exc}") from None
                 if waiting_since is None:
@@ -568,6 +570,7 @@ class SerialServer:
                      ", XON/XOFF" if self.xonxoff else "", self.sessions)
             session = PortSession(self, ser, self.sessions)
             self.session = session
+            opened = time.monotonic()
             session.run(stop)
             if stop.is_set():
                 log.info("stopping: cancelling the running reply and closing %s", self.port)
@@ -579,8 +582,21 @@ class SerialServer:
             self.totals += session.stats
             self.session = None
             waiting_since = time.monotonic()
+            if time.monotonic() - opened < 5.0:
+                # a port that opens but fails at once (a flaky adapter): back off instead of spinning
+                stop.wait(delay)
+                delay = min(delay * 2, self.reopen_max_s)
         self.service.stop(cancel_running=True, timeout=10.0)
         return 0
+
+
+def _open_errno(exc):
+    """The errno behind a failed open; pyserial keeps a termios failure only as the context."""
+    number = getattr(exc, "errno", None)
+    context = exc.__context__
+    if number is None and context is not None and context.args and isinstance(context.args[0], int):
+        number = context.args[0]
+    return number
 
 
 def _errno_name(number):
@@ -609,7 +625,7 @@ def add_arguments(p):
     p.add_argument("-m", "--model", default=None, help="model file (GGUF); default: the packaged model")
     p.add_argument("--config", default=None, metavar="FILE|NAME",
                    help="board config (device_configs/*.toml or a built-in name): its [serial] section "
-                        "and threads/n_ctx/cpu_affinity/mmap/mlock are the defaults")
+                        "and threads/n_ctx/cpu_affinity/mmap/mlock are the defaults, memory_budget_mb the limit")
     p.add_argument("--port", default=None, metavar="DEV", help="serial device, e.g. /dev/ttyUSB0, /dev/serial0")
     p.add_argument("--baud", type=_positive_int, default=None, help=f"baud rate (default {DEFAULT_BAUD})")
     p.add_argument("--text", action="store_true", default=None,
@@ -644,6 +660,7 @@ def _load_model(args, config):
     from edge_runtime.model import Model
 
     threads, n_ctx, use_mmap, use_mlock, kernel = args.threads, args.ctx, not args.no_mmap, bool(args.mlock), args.kernel
+    budget_mb = None
     if config is not None:
         from edge_runtime.device_config import apply_affinity, effective_threads
 
@@ -652,10 +669,9 @@ def _load_model(args, config):
         n_ctx = n_ctx or config.n_ctx
         use_mmap = use_mmap and config.use_mmap
         use_mlock = use_mlock or config.use_mlock
-        if kernel is None and config.kernel != "auto":
-            kernel = config.kernel
+        budget_mb = config.memory_budget_mb
     return Model(args.model, n_threads=threads, n_ctx=n_ctx or 2048, use_mmap=use_mmap, use_mlock=use_mlock,
-                 kernel=kernel, seed=args.seed)
+                 kernel=kernel, seed=args.seed, memory_budget_mb=budget_mb)
 
 
 def main(args):

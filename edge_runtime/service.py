@@ -184,7 +184,8 @@ class GenerationService:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 break
-            self._finish(job, error_reply(job.req.id, E_SHUTDOWN, "the service is shutting down"))
+            if job is not None:  # None is the worker's end marker from an earlier stop()
+                self._finish(job, error_reply(job.req.id, E_SHUTDOWN, "the service is shutting down"))
         if cancel_running:
             with self._lock:
                 if self._current is not None:
@@ -220,17 +221,23 @@ class GenerationService:
             while len(self._recent) > self.limits.recent_ids:
                 self._recent.popitem(last=False)
 
-    def cancel(self, request_id):
-        """Cancel a queued or running request; True if it was found."""
+    @staticmethod
+    def _matches(job, request_id, reply_key):
+        return job.req.id == request_id and (
+            reply_key is None or getattr(job.req.context, "reply_key", None) == reply_key)
+
+    def cancel(self, request_id, reply_key=None):
+        """Cancel a queued or running request; True if it was found. With reply_key, only the
+        request of that client (two clients may reuse an id on different reply topics)."""
         with self._lock:
             cur = self._current
-            if cur is not None and cur.req.id == request_id:
+            if cur is not None and self._matches(cur, request_id, reply_key):
                 cur.cancelled = True
                 self.model.cancel()
                 return True
             # a queued job is marked; the worker answers it as cancelled without running it
             for job in list(self._queue.queue):
-                if job is not None and job.req.id == request_id:
+                if job is not None and self._matches(job, request_id, reply_key):
                     job.cancelled = True
                     return True
         return False

@@ -656,7 +656,8 @@ def make_test_pki(d):
     d.mkdir()
     _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
              "-subj", "/CN=edge-runtime test CA", "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"), ("client", "extendedKeyUsage=clientAuth")):
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+                      ("client", "extendedKeyUsage=clientAuth")):
         _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj",
                  f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
         (d / f"{name}.ext").write_text(ext + "\n")
@@ -748,8 +749,10 @@ def test_an_exception_in_a_handler_is_logged_and_serving_goes_on(tiny_chat_model
     peer = Peer(broker.port)
     caplog.set_level(logging.INFO, logger="edge_runtime.serve_mqtt")
     try:
+        peer.subscribe("edge/inproc/status")
         thread.start()
-        assert server.connected.wait(TIMEOUT)
+        # online is published after the subscriptions: once it is seen, requests reach the server
+        peer.wait_for(lambda m: m.topic == "edge/inproc/status" and m.payload == b"online", what="online")
         peer.subscribe("edge/inproc/response/#")
         peer.publish("edge/inproc/request", {"id": "boom", "prompt": "x", "max_tokens": 2})
         final = ask(peer, {"id": "fine", "prompt": "x", "max_tokens": 2}, device="inproc")
