@@ -226,26 +226,35 @@ def build_parser():
     b.set_defaults(func=cmd_bench)
 
     for name, module, help_text in EXTERNAL_COMMANDS:
-        try:
-            add_args = _external(module, "add_arguments" if name != "ask-serial" else "add_client_arguments")
-        except (ImportError, AttributeError):
-            continue
-        sp = sub.add_parser(name, help=help_text)
-        add_args(sp)
-        sp.set_defaults(func=_external(module, "main" if name != "ask-serial" else "client_main"))
+        client = name == "ask-serial"
+        _add_external(sub, name, module, help_text, "add_client_arguments" if client else "add_arguments",
+                      "client_main" if client else "main")
 
     s = sub.add_parser("serve", help="serve prompts to other devices")
     ssub = s.add_subparsers(dest="transport", metavar="TRANSPORT")
     ssub.required = True
     for name, module, help_text in SERVE_COMMANDS:
-        try:
-            add_args = _external(module, "add_arguments")
-        except (ImportError, AttributeError):
-            continue
-        sp = ssub.add_parser(name, help=help_text)
-        add_args(sp)
-        sp.set_defaults(func=_external(module, "main"))
+        _add_external(ssub, name, module, help_text, "add_arguments", "main")
     return p
+
+
+def _add_external(sub, name, module, help_text, add_name, main_name):
+    """A subcommand implemented in its own module. If the module cannot be imported (a missing
+    dependency), the command still exists and says why it cannot run."""
+    sp = sub.add_parser(name, help=help_text)
+    try:
+        add_args, run = _external(module, add_name), _external(module, main_name)
+    except ImportError as exc:
+        reason = f"'{name}' is unavailable: {exc}"
+        sp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+        def unavailable(args, reason=reason):
+            raise CliError(reason)
+
+        sp.set_defaults(func=unavailable)
+        return
+    add_args(sp)
+    sp.set_defaults(func=run)
 
 
 def main(argv=None):

@@ -707,24 +707,10 @@ def limits_from_args(args) -> Limits:
 
 
 def load_model(args, board=None):
-    from edge_runtime.model import Model, default_model_path
+    from edge_runtime.service import load_model_for_board
 
-    path = args.model or default_model_path()
-    if path is None:
-        raise ValueError("serve mqtt needs -m MODEL (this build ships no default model)")
-    threads, n_ctx, use_mmap, use_mlock = args.threads, args.ctx or 2048, not args.no_mmap, args.mlock
-    budget = None
-    if board is not None:
-        budget = board.memory_budget_mb
-        from edge_runtime.device_config import apply_affinity, effective_threads
-
-        apply_affinity(board.cpu_affinity)
-        threads = threads or effective_threads(board)
-        n_ctx = args.ctx or board.n_ctx
-        use_mmap = use_mmap and board.use_mmap
-        use_mlock = use_mlock or board.use_mlock
-    return Model(path, n_threads=threads, n_ctx=n_ctx, use_mmap=use_mmap, use_mlock=use_mlock, kernel=args.kernel,
-                 memory_budget_mb=budget)
+    return load_model_for_board(args.model, board, threads=args.threads, n_ctx=args.ctx, no_mmap=args.no_mmap,
+                                mlock=args.mlock, kernel=args.kernel)
 
 
 @contextlib.contextmanager

@@ -657,21 +657,10 @@ def _usage_error(message):
 
 
 def _load_model(args, config):
-    from edge_runtime.model import Model
+    from edge_runtime.service import load_model_for_board
 
-    threads, n_ctx, use_mmap, use_mlock, kernel = args.threads, args.ctx, not args.no_mmap, bool(args.mlock), args.kernel
-    budget_mb = None
-    if config is not None:
-        from edge_runtime.device_config import apply_affinity, effective_threads
-
-        apply_affinity(config.cpu_affinity)
-        threads = threads or effective_threads(config)
-        n_ctx = n_ctx or config.n_ctx
-        use_mmap = use_mmap and config.use_mmap
-        use_mlock = use_mlock or config.use_mlock
-        budget_mb = config.memory_budget_mb
-    return Model(args.model, n_threads=threads, n_ctx=n_ctx or 2048, use_mmap=use_mmap, use_mlock=use_mlock,
-                 kernel=kernel, seed=args.seed, memory_budget_mb=budget_mb)
+    return load_model_for_board(args.model, config, threads=args.threads, n_ctx=args.ctx, no_mmap=args.no_mmap,
+                                mlock=args.mlock, kernel=args.kernel, seed=args.seed)
 
 
 def main(args):

@@ -319,6 +319,29 @@ class GenerationService:
                 "cpu_temp_c": cpu_temperature()}
 
 
+def load_model_for_board(path, board=None, *, threads=None, n_ctx=None, no_mmap=False, mlock=False, kernel=None,
+                         seed=None):
+    """The Model a service runs: command-line values first, then the board config (threads, n_ctx,
+    CPU affinity, mmap/mlock, memory budget), then defaults."""
+    from edge_runtime.model import Model, default_model_path
+
+    path = path or default_model_path()
+    if path is None:
+        raise ValueError("give -m MODEL (this build ships no default model)")
+    use_mmap, use_mlock, budget_mb = not no_mmap, bool(mlock), None
+    if board is not None:
+        from edge_runtime.device_config import apply_affinity, effective_threads
+
+        apply_affinity(board.cpu_affinity)
+        threads = threads or effective_threads(board)
+        n_ctx = n_ctx or board.n_ctx
+        use_mmap = use_mmap and board.use_mmap
+        use_mlock = use_mlock or board.use_mlock
+        budget_mb = board.memory_budget_mb
+    return Model(path, n_threads=threads, n_ctx=n_ctx or 2048, use_mmap=use_mmap, use_mlock=use_mlock,
+                 kernel=kernel, seed=seed, memory_budget_mb=budget_mb)
+
+
 def cpu_temperature(path="/sys/class/thermal/thermal_zone0/temp"):
     """CPU temperature in °C where the board exposes it, else None."""
     try:

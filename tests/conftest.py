@@ -33,3 +33,16 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_chat_model_path(tmp_path_factory):
     return write_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat") / "tiny-chat.gguf")
+
+
+def subprocess_env(**extra):
+    """Environment for `python -m edge_runtime ...` subprocesses: they import the same edge_runtime
+    as this test process (the installed package in CI, the in-place build in a source tree)."""
+    import edge_runtime
+
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(edge_runtime.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env

@@ -6,16 +6,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import subprocess_env
 
-import edge_runtime
-
-PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(edge_runtime.__file__)))
 
 
 def cli(*args, stdin=None, cwd=None, env_extra=None, timeout=120):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PKG_PARENT + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(env_extra or {})
+    env = subprocess_env(**(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "edge_runtime", *args], input=stdin, capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=timeout)
 
@@ -136,8 +132,7 @@ def test_chat_ctrl_c_stops_the_reply_not_the_program(tiny_chat_model_path, tmp_p
     schema.write_text(json.dumps({"type": "object", "properties": {"note": {"type": "string", "minLength": 3000,
                                                                               "maxLength": 3000}},
                                   "required": ["note"]}))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PKG_PARENT + os.pathsep + env.get("PYTHONPATH", "")
+    env = subprocess_env()
     pid, fd = pty.fork()
     if pid == 0:  # child: the chat program on the pty
         os.chdir(str(tmp_path))

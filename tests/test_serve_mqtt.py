@@ -17,6 +17,7 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
+from conftest import subprocess_env
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -28,7 +29,6 @@ from edge_runtime.service import GenerationService, Limits
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
 
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(edge_runtime.__file__)))
 TIMEOUT = 30.0
 # constrained to a long string, generation cannot end before max_tokens (no early EOS)
 LONG = {"json_schema": {"type": "string", "minLength": 4000, "maxLength": 5000}, "max_tokens": 1024}
@@ -102,11 +102,7 @@ def _user():
 
 
 def _subprocess_env():
-    env = dict(os.environ)
-    paths = [PACKAGE_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return subprocess_env()
 
 
 class Service:

@@ -19,7 +19,7 @@ import zlib
 
 import pytest
 
-from conftest import tiny_tokenizer
+from conftest import subprocess_env, tiny_tokenizer
 from edge_runtime.serial_framing import TextRenderer, encode_json_line
 from edge_runtime.serve_serial import CHUNK_CHARS, Outbox
 
@@ -86,7 +86,7 @@ class Pty:
 
 
 class Server:
-    """`edge-runtime serve serial` as a subprocess, run from `cwd` with the environment's PYTHONPATH."""
+    """`edge-runtime serve serial` as a subprocess, run from `cwd`, importing the edge_runtime under test."""
 
     def __init__(self, cwd, model, port, *args):
         self.cwd = cwd
@@ -95,7 +95,7 @@ class Server:
         cmd = [sys.executable, "-m", "edge_runtime", "serve", "serial", "--model", str(model), "-t", "1"]
         if port is not None:
             cmd += ["--port", str(port)]
-        self.proc = subprocess.Popen(cmd + [str(a) for a in args], cwd=cwd, env=dict(os.environ),
+        self.proc = subprocess.Popen(cmd + [str(a) for a in args], cwd=cwd, env=subprocess_env(),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.err)
 
     def log(self):
@@ -632,7 +632,7 @@ class NullModem:
 
 def run_client(cwd, *args, timeout=60):
     return subprocess.run([sys.executable, "-m", "edge_runtime", "ask-serial", *[str(a) for a in args]],
-                          cwd=cwd, env=dict(os.environ), capture_output=True, text=True, timeout=timeout)
+                          cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def test_ask_serial_client(tmp_path, tiny_chat_model_path, tiny_expected):
