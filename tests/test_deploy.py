@@ -84,7 +84,7 @@ def test_render_unit_mqtt_is_hardened_and_verifies(tmp_path):
     service = parse_unit(text)["Service"]
     assert service["ExecStart"] == [
         f"{sys.executable} serve mqtt --model /opt/m/model.gguf --config "
-        f"/opt/edge-runtime/current/board.toml --broker localhost:1883 --prefix edge-runtime"]
+        f"/opt/edge-runtime/current/board.toml --broker localhost:1883 --prefix edge"]
     assert "CPUAffinity" not in service and "LimitMEMLOCK" not in service
     assert service["PrivateDevices"] == ["yes"]
     assert parse_unit(text)["Unit"]["After"] == ["network-online.target"]
