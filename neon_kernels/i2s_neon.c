@@ -14,6 +14,7 @@
 #include <math.h>
 
 #include "er_kernels.h"
+#include "i2s_gemm_blocking.h"
 
 #define ER_INLINE static inline __attribute__((always_inline))
 
@@ -161,25 +162,8 @@ static void i2s_tile_rows(const uint8_t *w, size_t row_bytes, const int8_t *q, s
 
 void er_i2s_gemm_neon(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
                       int k, int n_tok) {
-    const size_t row_bytes = (size_t)k / 4;
-    const int groups = k / ER_I2S_GROUP;
-    int block_rows = (int)(ROW_BLOCK_BYTES / row_bytes) / GEMM_ROWS * GEMM_ROWS;
-    if (block_rows < GEMM_ROWS) block_rows = GEMM_ROWS;
-    for (int r0 = 0; r0 < rows; r0 += block_rows) {
-        const int r1 = r0 + block_rows < rows ? r0 + block_rows : rows;
-        for (int t0 = 0; t0 < n_tok; t0 += GEMM_TOKS) {
-            const int nt = n_tok - t0 < GEMM_TOKS ? n_tok - t0 : GEMM_TOKS;
-            const int8_t *qt = q + (size_t)t0 * ldq;
-            int32_t *ot = out + (size_t)t0 * ldo;
-            int32_t qsum[GEMM_TOKS];
-            for (int t = 0; t < nt; t++) qsum[t] = qsum_neon(qt + (size_t)t * ldq, k);
-            int r = r0;
-            while (r < r1) {
-                const int R = r + GEMM_ROWS <= r1 ? GEMM_ROWS : 1;
-                i2s_tile_rows(w + r * row_bytes, row_bytes, qt, ldq, groups, qsum, ot + r, ldo, R, nt);
-                r += R;
-            }
-        }
-    }
+    _Static_assert(GEMM_TOKS <= ER_GEMM_MAX_TOKS, "qsum array of the blocking loop");
+    er_i2s_gemm_blocked(i2s_tile_rows, qsum_neon, GEMM_ROWS, GEMM_TOKS, ROW_BLOCK_BYTES, w, q, ldq, out, ldo, rows, k,
+                        n_tok);
 }
 #endif /* __aarch64__ */
