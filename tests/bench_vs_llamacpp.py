@@ -1,0 +1,91 @@
+"""Side-by-side speed of edge-runtime and llama.cpp on the SAME ternary weights (not a test, not in CI).
+
+    python tests/bench_vs_llamacpp.py [--threads 1 2] [--prompt-tokens 128] [--gen-tokens 32] [--repeats 3]
+
+A 2B4T-shaped model with random ternary weights and a q8_0 head is written once (our I2_S file),
+exported with `edge-runtime convert --to tq2_0` for llama.cpp (architecture `bitnet`, TQ2_0
+projections, the same q8_0 head), and both runtimes are timed alternately, each run in its own
+process: prompt tok/s (one batch of random tokens), decode tok/s (one token at a time), peak RSS.
+Prints medians and ratios. Needs `pip install llama-cpp-python` (builds llama.cpp from source).
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+RUNNER = r"""
+import json, sys, time
+import numpy as np
+kind, path, threads, n_prompt, n_gen = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+rng = np.random.default_rng(0)
+n_vocab = 128256
+prompt = [int(t) for t in rng.integers(0, n_vocab, size=n_prompt)]
+gen = [int(t) for t in rng.integers(0, n_vocab, size=n_gen)]
+if kind == "edge":
+    from edge_runtime.model import Model
+    m = Model(path, n_threads=threads, n_ctx=n_prompt + n_gen + 8, n_batch=n_prompt)
+    ev = lambda toks, pos: m._engine.eval(toks, pos)
+else:
+    from llama_cpp import Llama
+    m = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=n_prompt + n_gen + 8,
+              n_batch=n_prompt, verbose=False)
+    ev = lambda toks, pos: m.eval(toks)
+t0 = time.perf_counter(); ev(prompt, 0); t1 = time.perf_counter()
+for i, t in enumerate(gen):
+    ev([t], n_prompt + i)
+t2 = time.perf_counter()
+print(json.dumps({"prompt_tok_s": n_prompt / (t1 - t0), "decode_tok_s": n_gen / (t2 - t1)}))
+"""
+
+
+def run_one(kind, path, threads, n_prompt, n_gen):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = subprocess.run([sys.executable, "-c", RUNNER, kind, path, str(threads), str(n_prompt), str(n_gen)],
+                         capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    # ru_maxrss of children is the max over all children so far: only an upper bound after the first
+    r["peak_rss_mib"] = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    return r
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--gen-tokens", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/edge-runtime"))
+    args = p.parse_args()
+
+    from edge_runtime.bench import random_model_path
+
+    ours = random_model_path("2b4t", "q8_0", args.cache_dir)
+    theirs = os.path.join(args.cache_dir, "random-2b4t-tq2_0-q8_0.gguf")
+    if not os.path.exists(theirs):
+        subprocess.run([sys.executable, "-m", "edge_runtime", "convert", ours, "--to", "tq2_0", "--head", "q8_0",
+                        "-o", theirs], check=True)
+    print(f"edge-runtime: {ours} ({os.path.getsize(ours) / 2**20:.0f} MiB)")
+    print(f"llama.cpp:    {theirs} ({os.path.getsize(theirs) / 2**20:.0f} MiB)")
+    for t in args.threads:
+        res = {"edge": [], "llama": []}
+        for _ in range(args.repeats):  # alternate, so drift in machine load hits both alike
+            for kind, path in (("edge", ours), ("llama", theirs)):
+                res[kind].append(run_one(kind, path, t, args.prompt_tokens, args.gen_tokens))
+        med = {k: {m: statistics.median(r[m] for r in v) for m in ("prompt_tok_s", "decode_tok_s")}
+               for k, v in res.items()}
+        print(f"threads {t}: prompt {args.prompt_tokens} tok, decode {args.gen_tokens} tok, q8_0 head, "
+              f"median of {args.repeats}")
+        for k in ("edge", "llama"):
+            print(f"  {k:<6} prompt {med[k]['prompt_tok_s']:8.2f} tok/s   decode {med[k]['decode_tok_s']:7.2f} tok/s")
+        print(f"  ratio  prompt {med['edge']['prompt_tok_s'] / med['llama']['prompt_tok_s']:8.2f}x        "
+              f"decode {med['edge']['decode_tok_s'] / med['llama']['decode_tok_s']:7.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
