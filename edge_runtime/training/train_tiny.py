@@ -69,6 +69,7 @@ class Settings:
     vocab: int = 4096
     context: int = 2048
     joined_rate: float = 0.25
+    noise_rate: float = 0.35
     tokenizer_examples: int = 40000
     eval_n: int = 300
     log: str | None = None
@@ -505,8 +506,10 @@ def _run(settings: Settings) -> dict:
     torch.manual_seed(settings.seed)
     log(f"settings {json.dumps(asdict(settings), sort_keys=True)}")
 
-    train_examples = corpus.generate("train", settings.steps * settings.batch, settings.seed)
-    tokenizer_examples = corpus.generate("train", settings.tokenizer_examples, settings.seed + 1)
+    train_examples = corpus.generate("train", settings.steps * settings.batch, settings.seed,
+                                     noise_rate=settings.noise_rate)
+    tokenizer_examples = corpus.generate("train", settings.tokenizer_examples, settings.seed + 1,
+                                         noise_rate=settings.noise_rate)
     tokenizer = build_tokenizer(tokenizer_examples, settings.vocab)
     encoder = ChatEncoder(tokenizer)
     vocab_size = tokenizer.get_vocab_size()
@@ -588,8 +591,9 @@ def parse_args(argv: list[str] | None) -> Settings:
             parser.error(f"--{name.replace('_', '-')} {getattr(settings, name)}: expected >= 1")
     if not settings.lr > 0:
         parser.error(f"--lr {settings.lr}: expected > 0")
-    if not 0.0 <= settings.joined_rate <= 1.0:
-        parser.error(f"--joined-rate {settings.joined_rate}: expected a probability in [0, 1]")
+    for name in ("joined_rate", "noise_rate"):
+        if not 0.0 <= getattr(settings, name) <= 1.0:
+            parser.error(f"--{name.replace('_', '-')} {getattr(settings, name)}: expected a probability in [0, 1]")
     return settings
 
 
