@@ -62,10 +62,17 @@ def main():
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/edge-runtime"))
     args = p.parse_args()
 
-    from edge_runtime.bench import random_model_path
+    from edge_runtime.random_model import write_random_model
+    from edge_runtime.tokenizer import Tokenizer
 
-    ours = random_model_path("2b4t", "q8_0", args.cache_dir)
-    theirs = os.path.join(args.cache_dir, "random-2b4t-tq2_0-q8_0.gguf")
+    # llama.cpp refuses a file without a vocabulary: both files carry the real Llama-3 tokenizer
+    os.makedirs(args.cache_dir, exist_ok=True)
+    ours = os.path.join(args.cache_dir, "random-2b4t-q8_0-llama3vocab.gguf")
+    if not os.path.exists(ours):
+        tok = Tokenizer.from_tokenizer_json(os.path.join(HERE, "data", "llama3-tokenizer.json.xz"),
+                                            bos_id=128000, eos_id=128001, eot_id=128009)
+        write_random_model(ours, shape="2b4t", head="q8_0", seed=1, tokenizer=tok)
+    theirs = os.path.join(args.cache_dir, "random-2b4t-q8_0-llama3vocab-tq2_0.gguf")
     if not os.path.exists(theirs):
         subprocess.run([sys.executable, "-m", "edge_runtime", "convert", ours, "--to", "tq2_0", "--head", "q8_0",
                         "-o", theirs], check=True)
