@@ -410,6 +410,16 @@ class Model:
             "ttft_ms": round(t["ttft_ms"], 3) if t.get("ttft_ms") is not None else round(prompt_ms, 3),
         }
 
+    @staticmethod
+    def _collect(gen):
+        """Run a _run() generator to its end: (text, finish_reason, usage, timings)."""
+        parts = []
+        for piece, finish, usage, timings in gen:
+            if finish is not None:
+                return "".join(parts), finish, usage, timings
+            parts.append(piece)
+        raise EdgeRuntimeError("generation ended without a final state")
+
     def create_completion(self, prompt, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
                           repeat_penalty=1.1, seed=None, stop=None, json_schema=None, stream=False,
                           presence_penalty=0.0, frequency_penalty=0.0, truncate=False):
@@ -439,12 +449,8 @@ class Model:
                 finally:
                     gen.close()
             return streamer()
-        parts = []
-        for piece, finish, usage, timings in gen:
-            if finish is not None:
-                return {**chunk("".join(parts), finish), "usage": usage, "timings": timings}
-            parts.append(piece)
-        raise EdgeRuntimeError("generation ended without a final state")
+        text, finish, usage, timings = self._collect(gen)
+        return {**chunk(text, finish), "usage": usage, "timings": timings}
 
     def create_chat_completion(self, messages, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95,
                                min_p=0.05, repeat_penalty=1.1, seed=None, stop=None, json_schema=None,
@@ -477,15 +483,11 @@ class Model:
                 finally:
                     gen.close()
             return streamer()
-        parts = []
-        for piece, finish, usage, timings in gen:
-            if finish is not None:
-                return {"id": cid, "object": "chat.completion", "created": created, "model": self.name,
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)},
-                                     "logprobs": None, "finish_reason": finish}],
-                        "usage": usage, "timings": timings}
-            parts.append(piece)
-        raise EdgeRuntimeError("generation ended without a final state")
+        text, finish, usage, timings = self._collect(gen)
+        return {"id": cid, "object": "chat.completion", "created": created, "model": self.name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "logprobs": None, "finish_reason": finish}],
+                "usage": usage, "timings": timings}
 
     def __call__(self, prompt, **kw):
         return self.create_completion(prompt, **kw)

@@ -29,26 +29,28 @@ def _i2s_image(rng, rows, cols):
     return np.concatenate([packed.astype(np.uint8), tail]).tobytes()
 
 
+HEAD_TYPES = {"f16": GGMLType.F16, "f32": GGMLType.F32, "q8_0": GGMLType.Q8_0, "q4_0": GGMLType.Q4_0}
+
+
 def _random_head(rng, rows, cols, head):
+    """A random (rows, cols) embedding/head image of a type in HEAD_TYPES."""
     if head == "f16":
-        return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(np.float16).tobytes(), GGMLType.F16
+        return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(np.float16).tobytes()
     if head == "f32":
-        return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).tobytes(), GGMLType.F32
+        return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).tobytes()
     if head == "q8_0":
         nb = rows * cols // 32
         blocks = np.empty((nb, 34), dtype=np.uint8)
         d = np.full(nb, 0.02 / 127 * 3, dtype=np.float16)
         blocks[:, :2] = d.view(np.uint8).reshape(nb, 2)
         blocks[:, 2:] = rng.integers(-127, 128, size=(nb, 32), dtype=np.int8).view(np.uint8)
-        return blocks.tobytes(), GGMLType.Q8_0
-    if head == "q4_0":
-        nb = rows * cols // 32
-        blocks = np.empty((nb, 18), dtype=np.uint8)
-        d = np.full(nb, 0.02 / 8 * 3, dtype=np.float16)
-        blocks[:, :2] = d.view(np.uint8).reshape(nb, 2)
-        blocks[:, 2:] = rng.integers(0, 256, size=(nb, 16), dtype=np.uint8)
-        return blocks.tobytes(), GGMLType.Q4_0
-    raise ValueError(f"head type {head!r}: expected one of f16, f32, q8_0, q4_0")
+        return blocks.tobytes()
+    nb = rows * cols // 32  # q4_0
+    blocks = np.empty((nb, 18), dtype=np.uint8)
+    d = np.full(nb, 0.02 / 8 * 3, dtype=np.float16)
+    blocks[:, :2] = d.view(np.uint8).reshape(nb, 2)
+    blocks[:, 2:] = rng.integers(0, 256, size=(nb, 16), dtype=np.uint8)
+    return blocks.tobytes()
 
 
 def write_random_model(path, shape="tiny", head="q8_0", seed=0, name=None, tokenizer=None, **overrides):
@@ -58,6 +60,8 @@ def write_random_model(path, shape="tiny", head="q8_0", seed=0, name=None, token
     follows the tokenizer)."""
     if shape not in SHAPES:
         raise ValueError(f"shape {shape!r}: expected one of {sorted(SHAPES)}")
+    if head not in HEAD_TYPES:
+        raise ValueError(f"head type {head!r}: expected one of {sorted(HEAD_TYPES)}")
     s = {**SHAPES[shape], **overrides}
     if tokenizer is not None:
         s["n_vocab"] = tokenizer.n_vocab
@@ -79,29 +83,27 @@ def write_random_model(path, shape="tiny", head="q8_0", seed=0, name=None, token
     if tokenizer is not None:
         for key, value in tokenizer.to_gguf_metadata().items():
             w.add(key, value)
-    typ = {"f16": GGMLType.F16, "f32": GGMLType.F32, "q8_0": GGMLType.Q8_0, "q4_0": GGMLType.Q4_0}.get(head)
-    if typ is None:
-        raise ValueError(f"head type {head!r}: expected one of f16, f32, q8_0, q4_0")
-    w.add_tensor("token_embd.weight", lambda: _random_head(rng, s["n_vocab"], dim, head)[0], typ,
+    w.add_tensor("token_embd.weight", lambda: _random_head(rng, s["n_vocab"], dim, head), HEAD_TYPES[head],
                  (dim, s["n_vocab"]))
     ones = lambda n: (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)  # noqa: E731
     w.add_tensor("output_norm.weight", ones(dim), GGMLType.F32, (dim,))
     i2s = GGMLType.I2_S
 
-    def _random_i2s(rng, rows, cols):
+    def lazy_i2s(rows, cols):  # generated when the writer reaches it: bounds peak memory
         return lambda: _i2s_image(rng, rows, cols)
+
     for l in range(s["n_layers"]):
         p = f"blk.{l}."
         w.add_tensor(p + "attn_norm.weight", ones(dim), GGMLType.F32, (dim,))
-        w.add_tensor(p + "attn_q.weight", _random_i2s(rng, nh * hd, dim), i2s, (dim, nh * hd))
-        w.add_tensor(p + "attn_k.weight", _random_i2s(rng, nkv * hd, dim), i2s, (dim, nkv * hd))
-        w.add_tensor(p + "attn_v.weight", _random_i2s(rng, nkv * hd, dim), i2s, (dim, nkv * hd))
-        w.add_tensor(p + "attn_output.weight", _random_i2s(rng, dim, nh * hd), i2s, (nh * hd, dim))
+        w.add_tensor(p + "attn_q.weight", lazy_i2s(nh * hd, dim), i2s, (dim, nh * hd))
+        w.add_tensor(p + "attn_k.weight", lazy_i2s(nkv * hd, dim), i2s, (dim, nkv * hd))
+        w.add_tensor(p + "attn_v.weight", lazy_i2s(nkv * hd, dim), i2s, (dim, nkv * hd))
+        w.add_tensor(p + "attn_output.weight", lazy_i2s(dim, nh * hd), i2s, (nh * hd, dim))
         w.add_tensor(p + "attn_sub_norm.weight", ones(dim), GGMLType.F32, (dim,))
         w.add_tensor(p + "ffn_norm.weight", ones(dim), GGMLType.F32, (dim,))
-        w.add_tensor(p + "ffn_gate.weight", _random_i2s(rng, ffn, dim), i2s, (dim, ffn))
-        w.add_tensor(p + "ffn_up.weight", _random_i2s(rng, ffn, dim), i2s, (dim, ffn))
-        w.add_tensor(p + "ffn_down.weight", _random_i2s(rng, dim, ffn), i2s, (ffn, dim))
+        w.add_tensor(p + "ffn_gate.weight", lazy_i2s(ffn, dim), i2s, (dim, ffn))
+        w.add_tensor(p + "ffn_up.weight", lazy_i2s(ffn, dim), i2s, (dim, ffn))
+        w.add_tensor(p + "ffn_down.weight", lazy_i2s(dim, ffn), i2s, (ffn, dim))
         w.add_tensor(p + "ffn_sub_norm.weight", ones(ffn), GGMLType.F32, (ffn,))
     w.write()
     return path

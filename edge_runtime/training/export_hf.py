@@ -10,18 +10,9 @@ import os
 
 import numpy as np
 
+from edge_runtime.convert import HF_NORMS, HF_PROJECTIONS
 from edge_runtime.gguf import dequantize, unpack_i2s
 from edge_runtime.model_file import open_model_file
-
-_PROJ = {
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
-_NORM = {
-    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-    "attn_sub_norm": "self_attn.attn_sub_norm", "ffn_sub_norm": "mlp.ffn_sub_norm",
-}
 
 
 def gguf_to_hf_dir(gguf_path, out_dir):
@@ -41,9 +32,9 @@ def gguf_to_hf_dir(gguf_path, out_dir):
 
     state = {"model.embed_tokens.weight": f32("token_embd.weight"), "model.norm.weight": f32("output_norm.weight")}
     for l in range(c.n_layers):
-        for gg, hf in _NORM.items():
+        for gg, hf in HF_NORMS.items():
             state[f"model.layers.{l}.{hf}.weight"] = f32(f"blk.{l}.{gg}.weight")
-        for gg, hf in _PROJ.items():
+        for gg, hf in HF_PROJECTIONS.items():
             name = f"blk.{l}.{gg}.weight"
             info = r.tensors[name]
             ternary, scale = unpack_i2s(r.tensor_bytes(name), info.shape[0], info.shape[1])
