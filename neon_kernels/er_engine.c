@@ -48,15 +48,56 @@ struct er_engine {
     size_t state_bytes;
 };
 
-/* ---------------------------------------------------------------------------------------
- * fp16 table: er_fp16_to_fp32 for all 65536 inputs, built once per process.
- * ------------------------------------------------------------------------------------- */
-static float g_f16_table[65536];
-static pthread_once_t g_f16_once = PTHREAD_ONCE_INIT;
-static void build_f16_table(void) {
-    for (uint32_t i = 0; i < 65536; i++) g_f16_table[i] = er_fp16_to_fp32((uint16_t)i);
+static inline float f16(uint16_t h) { return er_fp16_to_fp32_inline(h); }
+
+/* Attention dot products in 8 interleaved partial sums (lane l adds elements i = l mod 8),
+ * added up in a fixed order. Written with GCC vector types: element-wise operations with the
+ * same rounding on every target, vectorized or not, so the result does not depend on the ISA. */
+#if defined(__GNUC__) && !defined(__clang__)
+/* the helpers below are static inline: the ABI note about passing 32-byte vectors is moot */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+typedef float er_v8f __attribute__((vector_size(32)));
+typedef uint32_t er_v8u __attribute__((vector_size(32)));
+typedef int32_t er_v8i __attribute__((vector_size(32)));
+typedef uint16_t er_v8h __attribute__((vector_size(16)));
+
+/* 8 fp16 values -> f32, the same bits as er_fp16_to_fp32_inline */
+static inline er_v8f f16x8(const uint16_t *p) {
+    er_v8h h;
+    memcpy(&h, p, sizeof(h));
+    const er_v8u x = __builtin_convertvector(h, er_v8u);
+    const er_v8u em = (x & 0x7fffu) << 13;
+    const er_v8u inf_nan = (er_v8u)((x & 0x7c00u) == 0x7c00u);
+    const er_v8u scaled = (er_v8u)((er_v8f)em * 0x1p112f);
+    return (er_v8f)((scaled & ~inf_nan) | ((0x7f800000u | em) & inf_nan) | ((x & 0x8000u) << 16));
 }
-static inline float f16(uint16_t h) { return g_f16_table[h]; }
+
+static inline er_v8f load8f(const float *p) {
+    er_v8f v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+/* sum_i q[i] * k[i] for f32 q and f16 k */
+static inline float dot_f32_f16(const float *q, const uint16_t *k, int n) {
+    er_v8f acc = {0.0f};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) acc += load8f(q + i) * f16x8(k + i);
+    float s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += q[i] * f16(k[i]);
+    return s;
+}
+
+/* out[i] += a * v[i] for f16 v */
+static inline void axpy_f16(float *out, float a, const uint16_t *v, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const er_v8f o = load8f(out + i) + a * f16x8(v + i);
+        memcpy(out + i, &o, sizeof(o));
+    }
+    for (; i < n; i++) out[i] += a * f16(v[i]);
+}
 
 /* ---------------------------------------------------------------------------------------
  * Small float ops (scalar; compiled without fp contraction so every target rounds alike).
@@ -191,7 +232,15 @@ typedef struct {
     int l, T, pos;
 } attention_job;
 
-static void attention_task(void *ctx, int ith, int nth) {
+/* On x86-64 the attention loops are also compiled for AVX2 (twice as wide as the SSE2 baseline)
+ * and picked at load time; both clones compute the same operations in the same order. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define ER_ATTENTION_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define ER_ATTENTION_CLONES
+#endif
+
+ER_ATTENTION_CLONES static void attention_task(void *ctx, int ith, int nth) {
     attention_job *j = (attention_job *)ctx;
     er_engine *e = j->e;
     const int hd = e->cfg.head_dim, n_heads = e->cfg.n_heads;
@@ -208,9 +257,7 @@ static void attention_task(void *ctx, int ith, int nth) {
         float mx = -INFINITY;
         for (int p = 0; p < n_pos; p++) {
             const uint16_t *kr = kc + (size_t)p * e->kv_dim + (size_t)kvh * hd;
-            float s = 0.0f;
-            for (int i = 0; i < hd; i++) s += qh[i] * f16(kr[i]);
-            s *= scale;
+            const float s = dot_f32_f16(qh, kr, hd) * scale;
             att[p] = s;
             mx = s > mx ? s : mx;
         }
@@ -224,8 +271,7 @@ static void attention_task(void *ctx, int ith, int nth) {
         for (int i = 0; i < hd; i++) out[i] = 0.0f;
         for (int p = 0; p < n_pos; p++) {
             const uint16_t *vr = vc + (size_t)p * e->kv_dim + (size_t)kvh * hd;
-            const float a = att[p] * inv;
-            for (int i = 0; i < hd; i++) out[i] += a * f16(vr[i]);
+            axpy_f16(out, att[p] * inv, vr, hd);
         }
     }
 }
@@ -455,7 +501,6 @@ int er_engine_create(er_engine **out, const er_config *cfg, const er_weights *w,
         return ER_ERR_ARG;
     }
 
-    pthread_once(&g_f16_once, build_f16_table);
     er_engine *e = (er_engine *)calloc(1, sizeof(er_engine));
     if (!e) goto nomem;
     e->cfg = *c;

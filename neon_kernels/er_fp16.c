@@ -4,25 +4,8 @@
 
 #include "er_kernels.h"
 
-float er_fp16_to_fp32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu;
-    uint32_t mant = h & 0x3ffu;
-    uint32_t bits;
-    float f;
-    if (exp == 0) {
-        /* zero or subnormal: mant * 2^-24, exact in f32 */
-        f = (float)mant * 5.9604644775390625e-8f;
-        memcpy(&bits, &f, 4);
-        bits |= sign;
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000u | (mant << 13);
-    } else {
-        bits = sign | ((exp + 112u) << 23) | (mant << 13);
-    }
-    memcpy(&f, &bits, 4);
-    return f;
-}
+/* the branch-free form in er_kernels.h, which the engine's vector loops also use */
+float er_fp16_to_fp32(uint16_t h) { return er_fp16_to_fp32_inline(h); }
 
 uint16_t er_fp32_to_fp16(float f) {
     uint32_t x;

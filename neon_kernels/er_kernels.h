@@ -149,6 +149,18 @@ void er_q4_0_gemv_neon_dot(const er_block_q4_0 *w, const er_block_q8_0 *xq, floa
  * Dispatch (er_dispatch.c).
  * ------------------------------------------------------------------------------------- */
 /* The table of a variant if it was compiled in AND this CPU can run it, else NULL. */
+/* Software prefetch in the GEMV kernels. A GEMV tile reads R rows side by side; each row is
+ * only a few hundred bytes to a few KiB long, too short for the hardware stream prefetcher to
+ * lock on, so a single thread waited on memory (6.7 GB/s against 10.9 GB/s for a plain
+ * sequential read on the x86 test machine). The kernels prefetch the same offset in the first
+ * whole row tile at least ER_PREFETCH_MIN_BYTES ahead (a prefetch never faults, so running past
+ * the end of the matrix is harmless). */
+#define ER_PREFETCH_MIN_BYTES 4096
+static inline size_t er_prefetch_distance(size_t tile_bytes) {
+    if (tile_bytes == 0) return ER_PREFETCH_MIN_BYTES;
+    return (ER_PREFETCH_MIN_BYTES + tile_bytes - 1) / tile_bytes * tile_bytes;
+}
+
 const er_kernels *er_kernels_get(er_kernel_id id);
 /* Whether this CPU can run a variant (independent of whether it was compiled in). */
 int er_cpu_supports(er_kernel_id id);
@@ -159,6 +171,24 @@ const er_kernels *er_kernels_select(const char *name, char *err, size_t err_len)
 
 /* fp16 <-> fp32, round-half-even, identical on every target. */
 float er_fp16_to_fp32(uint16_t h);
+
+/* fp16 bits -> f32, exact for every input, with no branch or table so that loops over it
+ * vectorize. The exponent and mantissa are moved into f32 position and the value rescaled by
+ * 2^112, which is exact for normal and subnormal halves alike (a subnormal half m * 2^-24 lands
+ * as the f32 subnormal m * 2^-136); inf and nan (exponent 31) are patched in by a select. */
+static inline float er_fp16_to_fp32_inline(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    const uint32_t em = (uint32_t)(h & 0x7fffu) << 13;
+    const uint32_t inf_nan = 0u - (uint32_t)((h & 0x7c00u) == 0x7c00u); /* all ones or zero */
+    float f;
+    __builtin_memcpy(&f, &em, 4);
+    f *= 0x1p112f;
+    uint32_t u;
+    __builtin_memcpy(&u, &f, 4);
+    u = (u & ~inf_nan) | ((0x7f800000u | em) & inf_nan) | sign;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+}
 uint16_t er_fp32_to_fp16(float f);
 
 #ifdef __cplusplus

@@ -38,7 +38,7 @@ ER_INLINE float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
 
 /* R rows at once share each x load; two accumulators per row hide the FMA latency. */
 ER_INLINE void f16_rows(const uint16_t *w, size_t ldw, const float *x, float *out, int k,
-                        const int R) {
+                        const int R, size_t pf) {
     __m256 acc0[HEAD_ROWS], acc1[HEAD_ROWS];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
@@ -48,6 +48,7 @@ ER_INLINE void f16_rows(const uint16_t *w, size_t ldw, const float *x, float *ou
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const uint16_t *wr = w + r * ldw + i;
+            _mm_prefetch((const char *)wr + pf, _MM_HINT_T0);
             acc0[r] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wr)), x0, acc0[r]);
             acc1[r] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + 8))), x1,
                                       acc1[r]);
@@ -70,9 +71,10 @@ ER_INLINE void f16_rows(const uint16_t *w, size_t ldw, const float *x, float *ou
 
 void er_f16_gemv_avx2(const uint16_t *w, const float *x, float *out, int rows, int k) {
     const size_t ldw = (size_t)k;
+    const size_t pf = er_prefetch_distance(HEAD_ROWS * ldw * sizeof(uint16_t));
     int r = 0;
-    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) f16_rows(w + r * ldw, ldw, x, out + r, k, HEAD_ROWS);
-    for (; r < rows; r++) f16_rows(w + r * ldw, ldw, x, out + r, k, 1);
+    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) f16_rows(w + r * ldw, ldw, x, out + r, k, HEAD_ROWS, pf);
+    for (; r < rows; r++) f16_rows(w + r * ldw, ldw, x, out + r, k, 1, pf);
 }
 
 /* ---- Q8_0 activation quantization --------------------------------------------------------- */
@@ -112,7 +114,7 @@ ER_INLINE __m256i dot_i8x32(const int8_t *a, __m256i b_lo16, __m256i b_hi16) {
 }
 
 ER_INLINE void q8_0_rows(const er_block_q8_0 *w, size_t nb, const er_block_q8_0 *xq, float *out,
-                         const int R) {
+                         const int R, size_t pf) {
     __m256 acc[HEAD_ROWS];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
@@ -123,6 +125,7 @@ ER_INLINE void q8_0_rows(const er_block_q8_0 *w, size_t nb, const er_block_q8_0 
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const er_block_q8_0 *wb = w + r * nb + b;
+            _mm_prefetch((const char *)wb + pf, _MM_HINT_T0);
             const __m256 dot = _mm256_cvtepi32_ps(dot_i8x32(wb->qs, x_lo, x_hi));
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(wb->d) * dx), dot, acc[r]);
         }
@@ -133,16 +136,17 @@ ER_INLINE void q8_0_rows(const er_block_q8_0 *w, size_t nb, const er_block_q8_0 
 
 void er_q8_0_gemv_avx2(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k) {
     const size_t nb = (size_t)k / ER_QK8_0;
+    const size_t pf = er_prefetch_distance(HEAD_ROWS * nb * sizeof(er_block_q8_0));
     int r = 0;
-    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) q8_0_rows(w + r * nb, nb, xq, out + r, HEAD_ROWS);
-    for (; r < rows; r++) q8_0_rows(w + r * nb, nb, xq, out + r, 1);
+    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) q8_0_rows(w + r * nb, nb, xq, out + r, HEAD_ROWS, pf);
+    for (; r < rows; r++) q8_0_rows(w + r * nb, nb, xq, out + r, 1, pf);
 }
 
 /* Q4_0 nibbles n (0..15) are unsigned: sum((n - 8) * x) = maddubs(n, x) - maddubs(8, x) per
  * int16 lane; |maddubs(n, x)| <= 2 * 15 * 128 = 3840 and |maddubs(8, x)| <= 2048, so the
  * int16 difference is exact, and maddubs(8, x) is shared by every row. */
 ER_INLINE void q4_0_rows(const er_block_q4_0 *w, size_t nb, const er_block_q8_0 *xq, float *out,
-                         const int R) {
+                         const int R, size_t pf) {
     const __m256i low4 = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
     const __m256i ones16 = _mm256_set1_epi16(1);
     __m256 acc[HEAD_ROWS];
@@ -155,6 +159,7 @@ ER_INLINE void q4_0_rows(const er_block_q4_0 *w, size_t nb, const er_block_q8_0 
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const er_block_q4_0 *wb = w + r * nb + b;
+            _mm_prefetch((const char *)wb + pf, _MM_HINT_T0);
             const __m128i packed = _mm_loadu_si128((const __m128i *)wb->qs);
             /* low nibbles are weights 0..15, high nibbles weights 16..31 */
             const __m256i nib = _mm256_and_si256(
@@ -170,8 +175,9 @@ ER_INLINE void q4_0_rows(const er_block_q4_0 *w, size_t nb, const er_block_q8_0 
 
 void er_q4_0_gemv_avx2(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k) {
     const size_t nb = (size_t)k / ER_QK4_0;
+    const size_t pf = er_prefetch_distance(HEAD_ROWS * nb * sizeof(er_block_q4_0));
     int r = 0;
-    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) q4_0_rows(w + r * nb, nb, xq, out + r, HEAD_ROWS);
-    for (; r < rows; r++) q4_0_rows(w + r * nb, nb, xq, out + r, 1);
+    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) q4_0_rows(w + r * nb, nb, xq, out + r, HEAD_ROWS, pf);
+    for (; r < rows; r++) q4_0_rows(w + r * nb, nb, xq, out + r, 1, pf);
 }
 #endif /* __x86_64__ */

@@ -23,7 +23,8 @@ ER_INLINE float half_to_float(uint16_t h) {
 
 /* ---- F16 GEMV: W (rows, k) f16 @ x (k,) -> out (rows,) ---------------------------------- */
 
-ER_INLINE void f16_rows(const uint16_t *w, size_t ldw, const float *x, float *out, int k, const int R) {
+ER_INLINE void f16_rows(const uint16_t *w, size_t ldw, const float *x, float *out, int k, const int R,
+                        size_t pf) {
     float32x4_t acc0[HEAD_ROWS], acc1[HEAD_ROWS];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) acc0[r] = acc1[r] = vdupq_n_f32(0.0f);
@@ -32,7 +33,9 @@ ER_INLINE void f16_rows(const uint16_t *w, size_t ldw, const float *x, float *ou
         const float32x4_t x0 = vld1q_f32(x + i), x1 = vld1q_f32(x + i + 4);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(w + r * ldw + i));
+            const uint16_t *wr = w + r * ldw + i;
+            __builtin_prefetch((const char *)wr + pf, 0, 3);
+            const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(wr));
             acc0[r] = vfmaq_f32(acc0[r], vcvt_f32_f16(vget_low_f16(h)), x0);
             acc1[r] = vfmaq_f32(acc1[r], vcvt_high_f32_f16(h), x1);
         }
@@ -47,9 +50,10 @@ ER_INLINE void f16_rows(const uint16_t *w, size_t ldw, const float *x, float *ou
 
 void er_f16_gemv_neon(const uint16_t *w, const float *x, float *out, int rows, int k) {
     const size_t ldw = (size_t)k;
+    const size_t pf = er_prefetch_distance(HEAD_ROWS * ldw * sizeof(uint16_t));
     int r = 0;
-    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) f16_rows(w + r * ldw, ldw, x, out + r, k, HEAD_ROWS);
-    for (; r < rows; r++) f16_rows(w + r * ldw, ldw, x, out + r, k, 1);
+    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) f16_rows(w + r * ldw, ldw, x, out + r, k, HEAD_ROWS, pf);
+    for (; r < rows; r++) f16_rows(w + r * ldw, ldw, x, out + r, k, 1, pf);
 }
 
 /* ---- Q8_0 activation quantization --------------------------------------------------------- */
@@ -89,7 +93,7 @@ ER_INLINE int32x4_t dot_q8_block(const int8_t *a, int8x16_t x0, int8x16_t x1) {
 }
 
 ER_INLINE void q8_0_rows(const er_block_q8_0 *w, size_t nb, const er_block_q8_0 *xq, float *out,
-                         const int R) {
+                         const int R, size_t pf) {
     float32x4_t acc[HEAD_ROWS];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) acc[r] = vdupq_n_f32(0.0f);
@@ -99,6 +103,7 @@ ER_INLINE void q8_0_rows(const er_block_q8_0 *w, size_t nb, const er_block_q8_0 
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const er_block_q8_0 *wb = w + r * nb + b;
+            __builtin_prefetch((const char *)wb + pf, 0, 3);
             const float32x4_t dot = vcvtq_f32_s32(dot_q8_block(wb->qs, x0, x1));
             acc[r] = vfmaq_n_f32(acc[r], dot, half_to_float(wb->d) * dx);
         }
@@ -109,15 +114,16 @@ ER_INLINE void q8_0_rows(const er_block_q8_0 *w, size_t nb, const er_block_q8_0 
 
 void er_q8_0_gemv_neon(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k) {
     const size_t nb = (size_t)k / ER_QK8_0;
+    const size_t pf = er_prefetch_distance(HEAD_ROWS * nb * sizeof(er_block_q8_0));
     int r = 0;
-    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) q8_0_rows(w + r * nb, nb, xq, out + r, HEAD_ROWS);
-    for (; r < rows; r++) q8_0_rows(w + r * nb, nb, xq, out + r, 1);
+    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) q8_0_rows(w + r * nb, nb, xq, out + r, HEAD_ROWS, pf);
+    for (; r < rows; r++) q8_0_rows(w + r * nb, nb, xq, out + r, 1, pf);
 }
 
 /* Q4_0: (nibble - 8) is in [-8, 7], so a product is at most 1024 in magnitude and the four
  * products per int16 lane (32 weights over 8 lanes) stay below 4096. */
 ER_INLINE void q4_0_rows(const er_block_q4_0 *w, size_t nb, const er_block_q8_0 *xq, float *out,
-                         const int R) {
+                         const int R, size_t pf) {
     const uint8x16_t low4 = vdupq_n_u8(0x0f);
     const int8x16_t eight = vdupq_n_s8(8);
     float32x4_t acc[HEAD_ROWS];
@@ -129,6 +135,7 @@ ER_INLINE void q4_0_rows(const er_block_q4_0 *w, size_t nb, const er_block_q8_0 
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const er_block_q4_0 *wb = w + r * nb + b;
+            __builtin_prefetch((const char *)wb + pf, 0, 3);
             const uint8x16_t packed = vld1q_u8(wb->qs);
             /* low nibbles are weights 0..15, high nibbles weights 16..31 */
             const int8x16_t w0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(packed, low4)), eight);
@@ -146,8 +153,9 @@ ER_INLINE void q4_0_rows(const er_block_q4_0 *w, size_t nb, const er_block_q8_0 
 
 void er_q4_0_gemv_neon(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k) {
     const size_t nb = (size_t)k / ER_QK4_0;
+    const size_t pf = er_prefetch_distance(HEAD_ROWS * nb * sizeof(er_block_q4_0));
     int r = 0;
-    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) q4_0_rows(w + r * nb, nb, xq, out + r, HEAD_ROWS);
-    for (; r < rows; r++) q4_0_rows(w + r * nb, nb, xq, out + r, 1);
+    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) q4_0_rows(w + r * nb, nb, xq, out + r, HEAD_ROWS, pf);
+    for (; r < rows; r++) q4_0_rows(w + r * nb, nb, xq, out + r, 1, pf);
 }
 #endif /* __aarch64__ */

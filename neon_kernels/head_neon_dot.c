@@ -19,7 +19,7 @@ ER_INLINE float half_to_float(uint16_t h) {
 }
 
 ER_INLINE void q8_0_rows(const er_block_q8_0 *w, size_t nb, const er_block_q8_0 *xq, float *out,
-                         const int R) {
+                         const int R, size_t pf) {
     float32x4_t acc[HEAD_ROWS];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) acc[r] = vdupq_n_f32(0.0f);
@@ -29,6 +29,7 @@ ER_INLINE void q8_0_rows(const er_block_q8_0 *w, size_t nb, const er_block_q8_0 
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const er_block_q8_0 *wb = w + r * nb + b;
+            __builtin_prefetch((const char *)wb + pf, 0, 3);
             int32x4_t dot = vdotq_s32(vdupq_n_s32(0), vld1q_s8(wb->qs), x0);
             dot = vdotq_s32(dot, vld1q_s8(wb->qs + 16), x1);
             acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(dot), half_to_float(wb->d) * dx);
@@ -40,15 +41,16 @@ ER_INLINE void q8_0_rows(const er_block_q8_0 *w, size_t nb, const er_block_q8_0 
 
 void er_q8_0_gemv_neon_dot(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k) {
     const size_t nb = (size_t)k / ER_QK8_0;
+    const size_t pf = er_prefetch_distance(HEAD_ROWS * nb * sizeof(er_block_q8_0));
     int r = 0;
-    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) q8_0_rows(w + r * nb, nb, xq, out + r, HEAD_ROWS);
-    for (; r < rows; r++) q8_0_rows(w + r * nb, nb, xq, out + r, 1);
+    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) q8_0_rows(w + r * nb, nb, xq, out + r, HEAD_ROWS, pf);
+    for (; r < rows; r++) q8_0_rows(w + r * nb, nb, xq, out + r, 1, pf);
 }
 
 /* Q4_0 nibbles n (0..15) go into sdot unshifted: sum((n - 8) * x) = sum(n * x) - 8 * sum(x),
  * and 8 * sum(x) (one sdot against a vector of 8s) is shared by every row of the block. */
 ER_INLINE void q4_0_rows(const er_block_q4_0 *w, size_t nb, const er_block_q8_0 *xq, float *out,
-                         const int R) {
+                         const int R, size_t pf) {
     const uint8x16_t low4 = vdupq_n_u8(0x0f);
     const int8x16_t eight = vdupq_n_s8(8);
     float32x4_t acc[HEAD_ROWS];
@@ -61,6 +63,7 @@ ER_INLINE void q4_0_rows(const er_block_q4_0 *w, size_t nb, const er_block_q8_0 
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const er_block_q4_0 *wb = w + r * nb + b;
+            __builtin_prefetch((const char *)wb + pf, 0, 3);
             const uint8x16_t packed = vld1q_u8(wb->qs);
             /* low nibbles are weights 0..15, high nibbles weights 16..31 */
             int32x4_t dot = vdotq_s32(vdupq_n_s32(0), vreinterpretq_s8_u8(vandq_u8(packed, low4)), x0);
@@ -75,8 +78,9 @@ ER_INLINE void q4_0_rows(const er_block_q4_0 *w, size_t nb, const er_block_q8_0 
 
 void er_q4_0_gemv_neon_dot(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k) {
     const size_t nb = (size_t)k / ER_QK4_0;
+    const size_t pf = er_prefetch_distance(HEAD_ROWS * nb * sizeof(er_block_q4_0));
     int r = 0;
-    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) q4_0_rows(w + r * nb, nb, xq, out + r, HEAD_ROWS);
-    for (; r < rows; r++) q4_0_rows(w + r * nb, nb, xq, out + r, 1);
+    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) q4_0_rows(w + r * nb, nb, xq, out + r, HEAD_ROWS, pf);
+    for (; r < rows; r++) q4_0_rows(w + r * nb, nb, xq, out + r, 1, pf);
 }
 #endif /* __aarch64__ */

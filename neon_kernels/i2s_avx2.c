@@ -115,11 +115,11 @@ ER_INLINE __m256i unpack_codes(const uint8_t *group, int m, __m256i mask3) {
     }
 }
 
-/* One tile: rows [0, R) of w times tokens [0, T) of q.
+/* One tile: rows [0, R) of w times tokens [0, T) of q; pf > 0 prefetches pf bytes ahead.
  * out[t * ldo + r] = sum_i code(r, i) * q[t * ldq + i] - qsum[t]. */
 ER_INLINE void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, size_t ldq,
                         int groups, const int32_t *qsum, int32_t *out, size_t ldo, const int R,
-                        const int T) {
+                        const int T, size_t pf) {
     const __m256i mask3 = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
     __m256i acc32[TILE_MAX_ACC];
 #pragma GCC unroll 32
@@ -133,6 +133,11 @@ ER_INLINE void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, siz
 #pragma GCC unroll 4
             for (int m = 0; m < 4; m++) {
                 __m256i codes[TILE_MAX_ROWS];
+                if (m == 0 && pf)
+#pragma GCC unroll 8
+                    for (int r = 0; r < R; r++)
+                        _mm_prefetch((const char *)(w + r * row_bytes + (size_t)g * ER_I2S_GROUP_BYTES + pf),
+                                     _MM_HINT_T0);
 #pragma GCC unroll 8
                 for (int r = 0; r < R; r++)
                     codes[r] = unpack_codes(w + r * row_bytes + (size_t)g * ER_I2S_GROUP_BYTES, m, mask3);
@@ -163,17 +168,18 @@ void er_i2s_gemv_avx2(const uint8_t *w, const int8_t *q, int32_t *out, int rows,
     const size_t row_bytes = (size_t)k / 4;
     const int groups = k / ER_I2S_GROUP;
     const int32_t qsum = qsum_avx2(q, k);
+    const size_t pf = er_prefetch_distance(GEMV_ROWS * row_bytes);
     int r = 0;
     for (; r + GEMV_ROWS <= rows; r += GEMV_ROWS)
-        i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, GEMV_ROWS, 1);
-    for (; r < rows; r++) i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, 1, 1);
+        i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, GEMV_ROWS, 1, pf);
+    for (; r < rows; r++) i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, 1, 1, pf);
 }
 
 /* One row tile (R = GEMM_ROWS or 1) against nt <= GEMM_TOKS tokens; R and nt become
  * constants in each case, so every tile shape is fully unrolled. */
 #define TILE_CASE(R, NT)                                                                         \
     case NT:                                                                                     \
-        i2s_tile(w, row_bytes, q, ldq, groups, qsum, out, ldo, R, NT);                           \
+        i2s_tile(w, row_bytes, q, ldq, groups, qsum, out, ldo, R, NT, 0);                        \
         break;
 
 _Static_assert(GEMM_TOKS == 3, "TILE_CASES lists one case per token count");

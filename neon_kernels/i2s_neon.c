@@ -81,11 +81,11 @@ ER_INLINE int8x16_t unpack_codes(uint8x16_t b, int m, uint8x16_t mask3) {
     }
 }
 
-/* One tile: rows [0, R) of w times tokens [0, T) of q.
+/* One tile: rows [0, R) of w times tokens [0, T) of q; pf > 0 prefetches pf bytes ahead.
  * out[t * ldo + r] = sum_i code(r, i) * q[t * ldq + i] - qsum[t]. */
 ER_INLINE void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, size_t ldq,
                         int groups, const int32_t *qsum, int32_t *out, size_t ldo, const int R,
-                        const int T) {
+                        const int T, size_t pf) {
     const uint8x16_t mask3 = vdupq_n_u8(3);
     int32x4_t acc32[TILE_MAX_ACC];
 #pragma GCC unroll 16
@@ -99,6 +99,10 @@ ER_INLINE void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, siz
 #pragma GCC unroll 4
             for (int m = 0; m < 4; m++) {
                 int8x16_t c0[TILE_MAX_ROWS], c1[TILE_MAX_ROWS];
+                if (m == 0 && pf)
+#pragma GCC unroll 4
+                    for (int r = 0; r < R; r++)
+                        __builtin_prefetch(w + r * row_bytes + (size_t)g * ER_I2S_GROUP_BYTES + pf, 0, 3);
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
                     const uint8_t *grp = w + r * row_bytes + (size_t)g * ER_I2S_GROUP_BYTES;
@@ -134,17 +138,18 @@ void er_i2s_gemv_neon(const uint8_t *w, const int8_t *q, int32_t *out, int rows,
     const size_t row_bytes = (size_t)k / 4;
     const int groups = k / ER_I2S_GROUP;
     const int32_t qsum = qsum_neon(q, k);
+    const size_t pf = er_prefetch_distance(GEMV_ROWS * row_bytes);
     int r = 0;
     for (; r + GEMV_ROWS <= rows; r += GEMV_ROWS)
-        i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, GEMV_ROWS, 1);
-    for (; r < rows; r++) i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, 1, 1);
+        i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, GEMV_ROWS, 1, pf);
+    for (; r < rows; r++) i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, 1, 1, pf);
 }
 
 /* One row tile (R = GEMM_ROWS or 1) against nt <= GEMM_TOKS tokens; R and nt become
  * constants in each case, so every tile shape is fully unrolled. */
 #define TILE_CASE(R, NT)                                                                         \
     case NT:                                                                                     \
-        i2s_tile(w, row_bytes, q, ldq, groups, qsum, out, ldo, R, NT);                           \
+        i2s_tile(w, row_bytes, q, ldq, groups, qsum, out, ldo, R, NT, 0);                        \
         break;
 _Static_assert(GEMM_TOKS == 4, "TILE_CASES lists one case per token count");
 #define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2) TILE_CASE(R, 3) TILE_CASE(R, 4)

@@ -44,7 +44,7 @@ static int32_t qsum_dot(const int8_t *q, int k) {
  * the end: 2 shifts + 6 ands per 32 bytes instead of 6 + 6. The scaled sums stay far inside
  * int32: |16 * 3 * 128 * k / 4| < 2^31 for k < 1.3M. */
 ER_INLINE void gemv_rows(const uint8_t *w, size_t row_bytes, const int8_t *q, int groups,
-                         int32_t qsum, int32_t *out, const int R) {
+                         int32_t qsum, int32_t *out, const int R, size_t pf) {
     const uint8x16_t mask03 = vdupq_n_u8(0x03), mask0c = vdupq_n_u8(0x0c), mask30 = vdupq_n_u8(0x30);
     int32x4_t acc1[GEMV_ROWS], acc4[GEMV_ROWS], acc16[GEMV_ROWS];
 #pragma GCC unroll 4
@@ -54,6 +54,7 @@ ER_INLINE void gemv_rows(const uint8_t *w, size_t row_bytes, const int8_t *q, in
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const uint8_t *grp = w + r * row_bytes + (size_t)g * ER_I2S_GROUP_BYTES;
+            __builtin_prefetch(grp + pf, 0, 3);
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
                 const uint8x16_t b = vld1q_u8(grp + 16 * h);
@@ -77,10 +78,11 @@ void er_i2s_gemv_neon_dot(const uint8_t *w, const int8_t *q, int32_t *out, int r
     const size_t row_bytes = (size_t)k / 4;
     const int groups = k / ER_I2S_GROUP;
     const int32_t qsum = qsum_dot(q, k);
+    const size_t pf = er_prefetch_distance(GEMV_ROWS * row_bytes);
     int r = 0;
     for (; r + GEMV_ROWS <= rows; r += GEMV_ROWS)
-        gemv_rows(w + r * row_bytes, row_bytes, q, groups, qsum, out + r, GEMV_ROWS);
-    for (; r < rows; r++) gemv_rows(w + r * row_bytes, row_bytes, q, groups, qsum, out + r, 1);
+        gemv_rows(w + r * row_bytes, row_bytes, q, groups, qsum, out + r, GEMV_ROWS, pf);
+    for (; r < rows; r++) gemv_rows(w + r * row_bytes, row_bytes, q, groups, qsum, out + r, 1, pf);
 }
 
 /* ---- GEMM ---------------------------------------------------------------------------------

@@ -226,3 +226,23 @@ def test_reference_q4_0_nibble_order():
     w["qs"][0, 0, 0] = 0x9A  # weight 0 = 0xA - 8 = 2, weight 16 = 0x9 - 8 = 1
     values = kc.q4_0_values(w)[0, 0]
     assert values[0] == 2 and values[16] == 1 and values[1] == -8
+
+
+def test_fp16_conversions_agree_with_ieee_for_every_half():
+    """The branch-free fp16 -> f32 (used by the KV cache and heads) on all 65536 bit patterns,
+    and f32 -> fp16 round-half-even on every half and on the midpoints between neighbours."""
+    from edge_runtime import _engine
+
+    halves = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    got = _engine.fp16_to_fp32(halves)
+    want = halves.view(np.float16).astype(np.float32)
+    nan = np.isnan(want)
+    assert np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+    assert np.isnan(got[nan]).all()
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+    finite = want[~nan & np.isfinite(want)]
+    assert np.array_equal(_engine.fp32_to_fp16(finite), finite.astype(np.float16).view(np.uint16))
+    ordered = np.unique(finite.astype(np.float64))
+    midpoints = ((ordered[:-1] + ordered[1:]) / 2).astype(np.float32)
+    assert np.array_equal(_engine.fp32_to_fp16(midpoints), midpoints.astype(np.float16).view(np.uint16))
