@@ -301,6 +301,15 @@ _ACTION_FRAMES = {
         "have {obj} {state}",
         "{obj} to {state}",
         "can I get {obj} {state}",
+        "is it possible to {act} {obj}",
+        "I want {obj} to be {state}",
+        "keep {obj} {state}",
+        "leave {obj} {state}",
+        "{obj} {state} please",
+        "hey could you {verb} {obj} {prt}",
+        "{act} {obj}, thanks",
+        "want {obj} {state}",
+        "would it be possible to {act} {obj}",
     ),
     "heldout": (
         "would you {act} {obj}",
@@ -369,13 +378,14 @@ _HALFWAY_FRAMES = {
 _QUERY_FRAMES = {
     "switch": {
         "train": ("{is} {obj} on", "{is} {obj} off", "did I leave {obj} on", "check if {obj} {is} on",
-                  "{obj} status", "{is} {obj} running", "{is} {obj} still on"),
+                  "{obj} status", "{is} {obj} running", "{is} {obj} still on",
+                  "any idea if {obj} {is} on", "{is} {obj} on right now"),
         "heldout": ("can you tell me if {obj} {is} on", "what's the status of {obj}",
                     "{was} {obj} left on", "{is} {obj} switched on"),
     },
     "openable": {
         "train": ("{is} {obj} open", "{is} {obj} closed", "did I close {obj}", "check {obj}",
-                  "did I leave {obj} open", "{is} {obj} still open"),
+                  "did I leave {obj} open", "{is} {obj} still open", "any idea if {obj} {is} open"),
         "heldout": ("tell me whether {obj} {is} closed", "{was} {obj} left open",
                     "can you check whether {obj} {is} open"),
     },
@@ -442,6 +452,52 @@ _UNSUPPORTED_FRAMES = {
                 "power up the {thing}"),
 }
 
+# A general English vocabulary: common words of everyday speech, none of them specific to this
+# corpus. The tokenizer is trained on it together with the training text, so that a word the
+# model never trained on is still one whole token (as it is in any general-purpose vocabulary)
+# instead of falling apart into pieces such as " on" + "ce" for " once". The words that no sentence
+# table of either split uses are also training filler (see ``_noise_word``).
+GENERAL_WORDS = tuple("""
+a about above across after afternoon again against ago ahead air all almost alone along already
+also always am among an and angry animal another answer any anyone anything anyway apple are area
+arm around arrive as ask at aunt autumn away baby back bad bag ball bank base be beach bean bear
+beautiful because become bed been before begin behind believe below best better between big bike
+bird birthday bit black blue board boat body book born both bottle bottom box boy bread break
+breakfast bring brother brown build bus busy but buy by cake call calm came can cannot cap card
+care careful carry case cat catch cause chair chance change cheap check cheers cheese child
+choose city class clean clear clever clock cloud coat cold colour come common cook cool corner
+could count country course cousin cow cup cut dad dance dark date daughter day dear decide deep
+did different difficult dinner do doctor does dog doing done down draw dream dress drink drive
+drop dry during each ear early earth easy eat egg eight either else end enjoy enough even evening
+ever every everyone everything exactly example eye face fact fair fall family far farm fast father
+feel feet few field fill film find fine finger finish first fish five floor flower fly follow food
+foot for forget fork four free fresh friend from front fruit full fun funny game gave gift girl
+give glad glass go gold gone good got great green grey ground group grow guess had hair half hand
+happen happy hard has hat have he head hear heart heavy hello help her here high hill him his hold
+holiday horse hot hour how hundred hungry hurry idea if important in inside instead is island it
+its job join juice jump keep key kind king knee knew know lady lake large last late later laugh
+learn least leave left leg less lesson let letter life lift like line lion list listen little
+live long look lose lost lot loud love low lunch made make man many map mark market may me mean
+meat meet middle might milk mind minute miss moment money month moon more most mother mountain
+mouth move much music must name near neck need never new next nice night nine no noise none noon
+nose not note nothing notice number of often oil old once one only or orange other our out over
+own page paint pair paper parent park part party pass past pay pen pencil people perhaps person
+pick picture piece pink place plan plant play pocket point poor possible pretty price problem
+pull push put queen question quiet quite rain reach read ready reason red remember rest rice rich
+ride river road rock room round rule run sad safe said salt same sand save saw say school sea
+season second see seem sell send seven shape share she sheep ship shirt shoe shop short should
+show side simple since sing sister sit six sky sleep slow small smile snow so soft some someone
+something sometimes son song soon sorry sound soup south speak special spend spoon spring square
+stand star station stay step still stone story straight street strong student such sugar summer
+sun sure sweet swim table take talk tall tea teacher team tell ten than that the their them then
+there these they thing think third this those though three through throw tired to today together
+told tomorrow tonight took top touch town toy train tree trip true try turn twelve twenty two
+uncle under understand until upon us use usual very village visit voice wait walk wall want warm
+was wash watch water way we wear weather week well went were what wheel when where whether which
+while white who whole why wide wife wild will wind winter wish with without woman wonder wood word
+work world worry would write wrong yard year yellow yes yesterday yet you young your
+""".split())
+
 # Train-only filler: real words that carry no command, and made-up words from these syllables.
 _FILLER_WORDS = ("really", "just", "actually", "basically", "maybe", "totally", "uh", "er",
                  "hmm", "I guess", "then", "also", "again", "too", "ok", "right",
@@ -468,6 +524,8 @@ def _words_of_tables() -> set[str]:
             collect(value.names + value.plurals)
 
     for value in list(globals().values()):
+        if value is GENERAL_WORDS:
+            continue
         if isinstance(value, (dict, tuple)):
             collect(value)
     return words
@@ -540,8 +598,11 @@ def _finish(rng: random.Random, split: str, core: str, question: bool, wrap: boo
 
 
 def _noise_word(rng: random.Random) -> str:
-    if rng.random() < 0.5:
+    roll = rng.random()
+    if roll < 0.35:
         return _pick(rng, _FILLER_WORDS)
+    if roll < 0.6:
+        return _pick(rng, _GENERAL_FILLER)
     while True:
         word = "".join(_pick(rng, _ONSETS) + _pick(rng, _VOWELS) for _ in range(rng.randint(2, 3)))
         if word not in _KNOWN_WORDS:
@@ -739,3 +800,5 @@ def render_text(messages: list[dict], reply: str | None = None) -> str:
 
 
 _KNOWN_WORDS = _words_of_tables()
+# General words no sentence table of either split uses: safe filler, never a held-out word.
+_GENERAL_FILLER = tuple(w for w in GENERAL_WORDS if w not in _KNOWN_WORDS)
