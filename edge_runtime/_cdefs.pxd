@@ -16,6 +16,7 @@ cdef extern from "er_kernels.h" nogil:
         ER_KERNEL_AVX2
         ER_KERNEL_NEON
         ER_KERNEL_NEON_DOT
+        ER_KERNEL_AVX512VNNI
         ER_KERNEL_COUNT
 
     ctypedef struct er_kernels:

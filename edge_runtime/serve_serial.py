@@ -644,7 +644,7 @@ def add_arguments(p):
     p.add_argument("--temp", type=float, default=None, help="temperature of text-mode requests (default 0.8)")
     p.add_argument("-t", "--threads", type=_positive_int, default=None, help="threads (default: board config or big cores)")
     p.add_argument("--ctx", type=_positive_int, default=None, help="context size in tokens (default: board config or 2048)")
-    p.add_argument("--kernel", default=None, help="force a kernel variant: scalar, avx2, neon, neon_dot")
+    p.add_argument("--kernel", default=None, help="force a kernel variant: scalar, avx2, avx512vnni, neon, neon_dot")
     p.add_argument("--mlock", action="store_true", default=None, help="lock the model in RAM")
     p.add_argument("--no-mmap", action="store_true", default=None, help="read the model into memory")
     p.add_argument("--seed", type=int, default=None, help="sampling seed")

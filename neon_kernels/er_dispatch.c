@@ -26,6 +26,11 @@ static const er_kernels k_avx2 = {
     er_i2s_gemm_avx2,        er_f16_gemv_avx2, er_quantize_row_q8_0_avx2, er_q8_0_gemv_avx2,
     er_q4_0_gemv_avx2,
 };
+static const er_kernels k_avx512vnni = {
+    ER_KERNEL_AVX512VNNI,    "avx512vnni",     er_quantize_row_i8_avx2, er_i2s_gemv_avx2,
+    er_i2s_gemm_avx512vnni,  er_f16_gemv_avx2, er_quantize_row_q8_0_avx2, er_q8_0_gemv_avx2,
+    er_q4_0_gemv_avx2,
+};
 #endif
 
 #ifdef ER_HAVE_NEON_BUILD
@@ -41,7 +46,7 @@ static const er_kernels k_neon_dot = {
 };
 #endif
 
-static const char *const k_names[ER_KERNEL_COUNT] = {"scalar", "avx2", "neon", "neon_dot"};
+static const char *const k_names[ER_KERNEL_COUNT] = {"scalar", "avx2", "neon", "neon_dot", "avx512vnni"};
 
 int er_cpu_supports(er_kernel_id id) {
     switch (id) {
@@ -52,6 +57,15 @@ int er_cpu_supports(er_kernel_id id) {
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                __builtin_cpu_supports("f16c");
+#else
+        return 0;
+#endif
+    case ER_KERNEL_AVX512VNNI:
+#if defined(__x86_64__) && defined(__GNUC__)
+        /* libgcc reports AVX-512 features only when the OS saves the zmm state */
+        return er_cpu_supports(ER_KERNEL_AVX2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512vnni");
 #else
         return 0;
 #endif
@@ -79,6 +93,8 @@ static const er_kernels *compiled(er_kernel_id id) {
 #ifdef ER_HAVE_AVX2_BUILD
     case ER_KERNEL_AVX2:
         return &k_avx2;
+    case ER_KERNEL_AVX512VNNI:
+        return &k_avx512vnni;
 #endif
 #ifdef ER_HAVE_NEON_BUILD
     case ER_KERNEL_NEON:
@@ -97,7 +113,8 @@ const er_kernels *er_kernels_get(er_kernel_id id) {
 }
 
 const er_kernels *er_kernels_best(void) {
-    static const er_kernel_id order[] = {ER_KERNEL_NEON_DOT, ER_KERNEL_NEON, ER_KERNEL_AVX2};
+    static const er_kernel_id order[] = {ER_KERNEL_NEON_DOT, ER_KERNEL_NEON, ER_KERNEL_AVX512VNNI,
+                                         ER_KERNEL_AVX2};
     for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
         const er_kernels *k = er_kernels_get(order[i]);
         if (k) return k;
@@ -120,7 +137,7 @@ const er_kernels *er_kernels_select(const char *name, char *err, size_t err_len)
         }
         return compiled((er_kernel_id)i);
     }
-    snprintf(err, err_len, "unknown kernel variant '%s' (expected one of: auto, scalar, avx2, neon, neon_dot)",
+    snprintf(err, err_len, "unknown kernel variant '%s' (expected one of: auto, scalar, avx2, avx512vnni, neon, neon_dot)",
              name);
     return NULL;
 }

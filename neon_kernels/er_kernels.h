@@ -85,12 +85,13 @@ typedef enum {
     ER_KERNEL_AVX2 = 1,
     ER_KERNEL_NEON = 2,
     ER_KERNEL_NEON_DOT = 3,
-    ER_KERNEL_COUNT = 4
+    ER_KERNEL_AVX512VNNI = 4,
+    ER_KERNEL_COUNT = 5
 } er_kernel_id;
 
 typedef struct {
     er_kernel_id id;
-    const char *name; /* "scalar", "avx2", "neon", "neon_dot" */
+    const char *name; /* "scalar", "avx2", "neon", "neon_dot", "avx512vnni" */
     er_quantize_row_i8_fn quantize_row_i8;
     er_i2s_gemv_fn i2s_gemv;
     er_i2s_gemm_fn i2s_gemm;
@@ -123,6 +124,9 @@ void er_f16_gemv_avx2(const uint16_t *w, const float *x, float *out, int rows, i
 void er_quantize_row_q8_0_avx2(const float *x, er_block_q8_0 *y, int k);
 void er_q8_0_gemv_avx2(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
 void er_q4_0_gemv_avx2(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
+/* avx512vnni: the AVX2 kernels with an AVX-512 VNNI GEMM (prompt processing) */
+void er_i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
+                            int k, int n_tok);
 #endif
 
 #if defined(__aarch64__)

@@ -25,7 +25,7 @@ DRIVER_SOURCE = REPO / "tests" / "kernel_driver.c"
 # The kernel files only: neon_kernels/ also holds the engine (forward pass, thread pool).
 KERNEL_SOURCES = [KERNEL_DIR / name for name in (
     "er_dispatch.c", "er_fp16.c", "i2s_ref.c", "head_ref.c",
-    "i2s_avx2.c", "head_avx2.c",
+    "i2s_avx2.c", "head_avx2.c", "i2s_avx512vnni.c",
     "i2s_neon.c", "head_neon.c", "i2s_neon_dot.c", "head_neon_dot.c",
 )]
 CROSS_CC = "aarch64-linux-gnu-gcc"
@@ -35,23 +35,28 @@ RUN_TIMEOUT_S = 120
 CASES = kc.build_cases()
 
 
-def _host_has_avx2() -> bool:
+def _host_flags() -> set[str]:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
-        return False
-    words = set(flags.split())
-    return {"avx2", "fma", "f16c"} <= words
+        return set()
 
 
+def _host_has_avx2() -> bool:
+    return {"avx2", "fma", "f16c"} <= _host_flags()
+
+
+HOST_HAS_AVX512VNNI = {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= _host_flags()
 IS_X86 = platform.machine() in ("x86_64", "AMD64")
 
 # (config id, qemu cpu or None for native, EDGE_RUNTIME_KERNEL, variant the driver must report)
 NATIVE_CONFIGS = [
     ("x86-scalar", None, "scalar", "scalar"),
     ("x86-avx2", None, "avx2", "avx2"),
-    ("x86-auto", None, "auto", "avx2"),
+    ("x86-auto", None, "auto", "avx512vnni" if HOST_HAS_AVX512VNNI else "avx2"),
 ]
+if HOST_HAS_AVX512VNNI:
+    NATIVE_CONFIGS.append(("x86-avx512vnni", None, "avx512vnni", "avx512vnni"))
 ARM_CONFIGS = [
     ("a53-auto", "cortex-a53", "auto", "neon"),
     ("a72-auto", "cortex-a72", "auto", "neon"),
@@ -152,6 +157,7 @@ REFUSALS = [
     ("a72-neon_dot", "cortex-a72", "neon_dot", "cannot run on this CPU"),
     ("a53-neon_dot", "cortex-a53", "neon_dot", "cannot run on this CPU"),
     ("a76-avx2", "cortex-a76", "avx2", "not built for this architecture"),
+    ("a76-avx512vnni", "cortex-a76", "avx512vnni", "not built for this architecture"),
     ("a76-unknown", "cortex-a76", "sve9", "unknown kernel variant 'sve9'"),
 ]
 NATIVE_REFUSALS = [
