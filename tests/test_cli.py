@@ -84,6 +84,16 @@ def test_bench_json(tiny_chat_model_path, here):
     out = json.loads(r.stdout)
     assert out["prompt_tok_s"] > 0 and out["decode_tok_s"] > 0 and out["peak_rss_bytes"] > 0
     assert out["kernel"]
+    assert "cold_ttft_ms" not in out
+
+
+def test_bench_cold_reports_first_token_time_from_storage(tiny_chat_model_path, here):
+    r = cli("bench", "-m", tiny_chat_model_path, "--prompt-tokens", "8", "--gen-tokens", "2", "--repeats", "1",
+            "-t", "1", "--cold", "--json", cwd=here)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    # load + first prompt, so never less than the load alone
+    assert out["cold_ttft_ms"] >= out["load_ms"] > 0
 
 
 @pytest.mark.parametrize("args,needle", [
