@@ -2,12 +2,18 @@
  *
  * Ternary trick: codes stay unsigned (0..3) and are multiplied as int8 with vmull_s8/vmlal_s8;
  * sum((code - 1) * q) = sum(code * q) - sum(q), with sum(q) computed once per token.
- * Sub-vector m (m = 0..3, shift 6 - 2m) of a 32-byte group lines up with the 32 contiguous
+ * Sub-vector m (m = 0..3, bits 7-2m..6-2m) of a 32-byte group lines up with the 32 contiguous
  * activations q[128g + 32m .. 128g + 32m + 31].
  *
  * int16 bound: a product lane is code * q, |.| <= 3 * 128 = 384. A (row, token) accumulator
- * takes 16 products per lane per group (128 weights over 8 lanes), so 4 groups add at most
- * 4 * 16 * 384 = 24576 < 32767 before vpadalq_s16 widens them into int32.
+ * takes 16 products per lane per group (128 weights over 8 lanes), so I2S_INT16_GROUPS = 5
+ * groups add at most 5 * 16 * 384 = 30720 < 32767 before vpadalq_s16 widens them into int32.
+ * The GEMV's scaled accumulators keep the same bound (see i2s_gemv_tile).
+ *
+ * Cost model (llvm-mca; /work/notes/mca): on Cortex-A72 smlal issues only on the F0 pipe, one per
+ * cycle, so 8 MACs per cycle (32 cycles / 256 weights) is the floor of any smlal kernel; the
+ * unpack ops share the other pipe. On Cortex-A53 every NEON op costs about one issue slot, so
+ * the GEMV spends one unpack op per code vector instead of two.
  */
 #if defined(__aarch64__)
 #include <arm_neon.h>
@@ -18,7 +24,7 @@
 
 #define ER_INLINE static inline __attribute__((always_inline))
 
-#define I2S_INT16_GROUPS 4
+#define I2S_INT16_GROUPS 5
 /* 2 x 4 tiles: 8 int16 + 8 int32 accumulators, 4 code and 2 activation vectors (of 32). */
 #define GEMM_ROWS 2
 #define GEMM_TOKS 4
@@ -134,6 +140,66 @@ ER_INLINE void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, siz
         for (int r = 0; r < R; r++) out[t * ldo + r] = vaddvq_s32(acc32[r * T + t]) - qsum[t];
 }
 
+ER_INLINE int8x16_t as_s8(uint8x16_t v) { return vreinterpretq_s8_u8(v); }
+
+/* acc + sum over 32 lanes of c * q (c0, c1 the codes of one sub-vector, q0, q1 its activations) */
+ER_INLINE int16x8_t mac32(int16x8_t acc, int8x16_t c0, int8x16_t c1, int8x16_t q0, int8x16_t q1) {
+    acc = vmlal_s8(acc, vget_low_s8(c0), vget_low_s8(q0));
+    acc = vmlal_high_s8(acc, c0, q0);
+    acc = vmlal_s8(acc, vget_low_s8(c1), vget_low_s8(q1));
+    return vmlal_high_s8(acc, c1, q1);
+}
+
+/* GEMV tile: R rows, one token. Every sub-vector is unpacked with ONE op, leaving some codes
+ * scaled: m = 0 is b >> 6 (c), m = 3 is b & 0x03 (c), m = 2 is b & 0x0C (4c), m = 1 is
+ * b & 0x30 (16c); all stay < 64, so they are valid int8 multiplicands. Scaled products go into
+ * their own accumulators and are folded into acc1 with a shift-right-accumulate, exact because
+ * those sums are multiples of 4 (16). Bounds per lane (|c * q| <= 384; a sub-vector puts 4
+ * products per lane into its accumulator per group):
+ *   sum_x16 (m = 1, one group):           4 * 16 * 384 = 24576
+ *   acc4    (m = 2, 5 groups):        5 * 4 *  4 * 384 = 30720
+ *   acc1    (m = 0 and 3, plus sum_x16 >> 4 every group and acc4 >> 2 every 5 groups):
+ *                                     5 * 16 *     384 = 30720, the same bound as unscaled codes.
+ * Against the shift+mask unpack this drops 4 of 12 unpack ops per row and group. */
+ER_INLINE void i2s_gemv_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, int groups, int32_t qsum,
+                             int32_t *out, const int R, size_t pf) {
+    const uint8x16_t mask_x16 = vdupq_n_u8(0x30), mask_x4 = vdupq_n_u8(0x0C), mask_x1 = vdupq_n_u8(0x03);
+    int32x4_t acc32[TILE_MAX_ROWS];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) acc32[r] = vdupq_n_s32(0);
+    for (int g0 = 0; g0 < groups; g0 += I2S_INT16_GROUPS) {
+        const int g1 = g0 + I2S_INT16_GROUPS < groups ? g0 + I2S_INT16_GROUPS : groups;
+        int16x8_t acc1[TILE_MAX_ROWS], acc4[TILE_MAX_ROWS];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) acc1[r] = acc4[r] = vdupq_n_s16(0);
+        for (int g = g0; g < g1; g++) {
+            const int8_t *qg = q + (size_t)g * ER_I2S_GROUP;
+            int8x16_t qv[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) qv[i] = vld1q_s8(qg + 16 * i);
+            if (pf)
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++)
+                    __builtin_prefetch(w + r * row_bytes + (size_t)g * ER_I2S_GROUP_BYTES + pf, 0, 3);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                const uint8_t *grp = w + r * row_bytes + (size_t)g * ER_I2S_GROUP_BYTES;
+                const uint8x16_t b0 = vld1q_u8(grp), b1 = vld1q_u8(grp + 16);
+                int16x8_t a = mac32(acc1[r], as_s8(vshrq_n_u8(b0, 6)), as_s8(vshrq_n_u8(b1, 6)), qv[0], qv[1]);
+                a = mac32(a, as_s8(vandq_u8(b0, mask_x1)), as_s8(vandq_u8(b1, mask_x1)), qv[6], qv[7]);
+                const int16x8_t sum_x16 = mac32(vdupq_n_s16(0), as_s8(vandq_u8(b0, mask_x16)),
+                                                as_s8(vandq_u8(b1, mask_x16)), qv[2], qv[3]);
+                acc1[r] = vsraq_n_s16(a, sum_x16, 4);
+                acc4[r] = mac32(acc4[r], as_s8(vandq_u8(b0, mask_x4)), as_s8(vandq_u8(b1, mask_x4)), qv[4], qv[5]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) acc32[r] = vpadalq_s16(acc32[r], vsraq_n_s16(acc1[r], acc4[r], 2));
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) out[r] = vaddvq_s32(acc32[r]) - qsum;
+}
+
 void er_i2s_gemv_neon(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k) {
     const size_t row_bytes = (size_t)k / 4;
     const int groups = k / ER_I2S_GROUP;
@@ -141,8 +207,8 @@ void er_i2s_gemv_neon(const uint8_t *w, const int8_t *q, int32_t *out, int rows,
     const size_t pf = er_prefetch_distance(GEMV_ROWS * row_bytes);
     int r = 0;
     for (; r + GEMV_ROWS <= rows; r += GEMV_ROWS)
-        i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, GEMV_ROWS, 1, pf);
-    for (; r < rows; r++) i2s_tile(w + r * row_bytes, row_bytes, q, 0, groups, &qsum, out + r, 0, 1, 1, pf);
+        i2s_gemv_tile(w + r * row_bytes, row_bytes, q, groups, qsum, out + r, GEMV_ROWS, pf);
+    for (; r < rows; r++) i2s_gemv_tile(w + r * row_bytes, row_bytes, q, groups, qsum, out + r, 1, pf);
 }
 
 /* One row tile (R = GEMM_ROWS or 1) against nt <= GEMM_TOKS tokens; R and nt become
