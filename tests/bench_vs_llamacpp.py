@@ -11,7 +11,6 @@ Prints medians and ratios. Needs `pip install llama-cpp-python` (builds llama.cp
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 RUNNER = r"""
-import json, sys, time
+import json, resource, sys, time
 import numpy as np
 kind, path, threads, n_prompt, n_gen = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 rng = np.random.default_rng(0)
@@ -30,27 +29,27 @@ if kind == "edge":
     from edge_runtime.model import Model
     m = Model(path, n_threads=threads, n_ctx=n_prompt + n_gen + 8, n_batch=n_prompt)
     ev = lambda toks, pos: m._engine.eval(toks, pos)
+    state_bytes = m.state_bytes
 else:
     from llama_cpp import Llama
     m = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=n_prompt + n_gen + 8,
               n_batch=n_prompt, verbose=False)
     ev = lambda toks, pos: m.eval(toks)
+    state_bytes = None
 t0 = time.perf_counter(); ev(prompt, 0); t1 = time.perf_counter()
 for i, t in enumerate(gen):
     ev([t], n_prompt + i)
 t2 = time.perf_counter()
-print(json.dumps({"prompt_tok_s": n_prompt / (t1 - t0), "decode_tok_s": n_gen / (t2 - t1)}))
+print(json.dumps({"prompt_tok_s": n_prompt / (t1 - t0), "decode_tok_s": n_gen / (t2 - t1),
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "state_mib": state_bytes / 2**20 if state_bytes is not None else None}))
 """
 
 
 def run_one(kind, path, threads, n_prompt, n_gen):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = subprocess.run([sys.executable, "-c", RUNNER, kind, path, str(threads), str(n_prompt), str(n_gen)],
                          capture_output=True, text=True, check=True)
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    # ru_maxrss of children is the max over all children so far: only an upper bound after the first
-    r["peak_rss_mib"] = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-    return r
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -83,12 +82,17 @@ def main():
         for _ in range(args.repeats):  # alternate, so drift in machine load hits both alike
             for kind, path in (("edge", ours), ("llama", theirs)):
                 res[kind].append(run_one(kind, path, t, args.prompt_tokens, args.gen_tokens))
-        med = {k: {m: statistics.median(r[m] for r in v) for m in ("prompt_tok_s", "decode_tok_s")}
+        med = {k: {m: statistics.median(r[m] for r in v) for m in ("prompt_tok_s", "decode_tok_s", "peak_rss_mib")}
                for k, v in res.items()}
         print(f"threads {t}: prompt {args.prompt_tokens} tok, decode {args.gen_tokens} tok, q8_0 head, "
               f"median of {args.repeats}")
         for k in ("edge", "llama"):
-            print(f"  {k:<6} prompt {med[k]['prompt_tok_s']:8.2f} tok/s   decode {med[k]['decode_tok_s']:7.2f} tok/s")
+            print(f"  {k:<6} prompt {med[k]['prompt_tok_s']:8.2f} tok/s   decode {med[k]['decode_tok_s']:7.2f} tok/s"
+                  f"   peak RSS {med[k]['peak_rss_mib']:7.1f} MiB")
+        file_mib = os.path.getsize(ours) / 2**20
+        state_mib = res["edge"][0]["state_mib"]
+        print(f"  edge RSS budget: file {file_mib:.1f} + KV cache and scratch {state_mib:.1f} + 64 MiB = "
+              f"{file_mib + state_mib + 64:.1f} MiB (peak {med['edge']['peak_rss_mib']:.1f} MiB)")
         print(f"  ratio  prompt {med['edge']['prompt_tok_s'] / med['llama']['prompt_tok_s']:8.2f}x        "
               f"decode {med['edge']['decode_tok_s'] / med['llama']['decode_tok_s']:7.2f}x")
     return 0

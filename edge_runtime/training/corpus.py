@@ -251,13 +251,17 @@ _FIXED_WITH_ROOM = {"train": "the {room} {dev}", "heldout": "the {dev} in our {r
 
 _PREFIXES = {
     "train": ("", "", "", "", "", "please ", "hey, ", "ok ", "um ", "hey assistant, ", "quick, ",
-              "yo ", "so ", "hi, ", "assistant, ", "okay ", "right, ", "hey home, ", "now "),
+              "yo ", "so ", "hi, ", "assistant, ", "okay ", "right, ", "hey home, ", "now ",
+              "listen, ", "oh, ", "hey there, ", "good morning, ", "sorry, ", "one more thing, ",
+              "and ", "also, "),
     "heldout": ("kindly ", "alright, ", "hello assistant, ", "excuse me, ", "well "),
 }
 _SUFFIXES = {
     "train": ("", "", "", "", "", " please", " now", " thanks", " for me", " quickly", " asap",
               " right now", " thank you", " if possible", " real quick", " again",
-              " please and thanks", " now please"),
+              " please and thanks", " now please", " for me please", " thanks a lot",
+              " if you would", " soon", " when possible", " ok", " immediately", " by the way",
+              " mate", " sir", " quickly please"),
     "heldout": (" if you can", " when you get a chance", " at once", " cheers", " straight away"),
 }
 
@@ -453,10 +457,8 @@ _UNSUPPORTED_FRAMES = {
 }
 
 # A general English vocabulary: common words of everyday speech, none of them specific to this
-# corpus. The tokenizer is trained on it together with the training text, so that a word the
-# model never trained on is still one whole token (as it is in any general-purpose vocabulary)
-# instead of falling apart into pieces such as " on" + "ce" for " once". The words that no sentence
-# table of either split uses are also training filler (see ``_noise_word``).
+# corpus. The words that no sentence table of either split uses are training filler (see
+# ``_noise_word``): real words the model must learn to look past.
 GENERAL_WORDS = tuple("""
 a about above across after afternoon again against ago ahead air all almost alone along already
 also always am among an and angry animal another answer any anyone anything anyway apple are area
@@ -503,6 +505,11 @@ _FILLER_WORDS = ("really", "just", "actually", "basically", "maybe", "totally", 
                  "hmm", "I guess", "then", "also", "again", "too", "ok", "right",
                  "quickly", "honestly", "anyway", "guys", "dear", "buddy", "lol", "pls")
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st", "gl")
+# Made-up words that begin with a word that matters ("onsa", "offeru", "lockibo"): a word the
+# tokenizer never saw falls apart into pieces, and the first piece can be " on" or " off" (as in
+# " once" -> " on" + "ce"). Filler built like this teaches that such a piece, followed by more of
+# the same word, is not the command word.
+_MEANINGFUL_STARTS = ("on", "off", "open", "clos", "shut", "lock", "unlock", "up", "set", "turn")
 _VOWELS = ("a", "e", "i", "o", "u", "oo", "ee")
 
 
@@ -599,10 +606,17 @@ def _finish(rng: random.Random, split: str, core: str, question: bool, wrap: boo
 
 def _noise_word(rng: random.Random) -> str:
     roll = rng.random()
-    if roll < 0.35:
+    if roll < 0.3:
         return _pick(rng, _FILLER_WORDS)
-    if roll < 0.6:
+    if roll < 0.55:
         return _pick(rng, _GENERAL_FILLER)
+    if roll < 0.7:
+        while True:
+            word = _pick(rng, _MEANINGFUL_STARTS) + "".join(
+                _pick(rng, _VOWELS) + _pick(rng, _ONSETS) for _ in range(rng.randint(1, 2)))
+            word = word[:-1] if rng.random() < 0.5 else word
+            if word not in _KNOWN_WORDS and word not in GENERAL_WORDS:
+                return word
     while True:
         word = "".join(_pick(rng, _ONSETS) + _pick(rng, _VOWELS) for _ in range(rng.randint(2, 3)))
         if word not in _KNOWN_WORDS:

@@ -6,7 +6,7 @@ accelerate, which transformers requires to load a BitNet checkpoint).
     python -m edge_runtime.training.train_tiny --out DIR --seed 0 [--steps N] [--threads T]
 
 Steps: generate the corpus (edge_runtime.training.corpus) -> train a byte-level BPE tokenizer on
-it and on the corpus's general English word list -> build a transformers BitNetForCausalLM whose
+it -> build a transformers BitNetForCausalLM whose
 projections are AutoBitLinear in "online" mode (ternary weights and int8 activations in the forward pass, straight-through gradients to f32
 master weights) -> train with AdamW, loss on assistant reply tokens only -> evaluate greedy
 replies on held-out phrasings -> save a packed "offline" checkpoint directory -> reload it with
@@ -117,11 +117,6 @@ def build_tokenizer(examples: list[corpus.Example], vocab_size: int):
 
 
 def _tokenizer_texts(examples: list[corpus.Example]):
-    # The general vocabulary first, often enough that its words become whole tokens.
-    general = " " + " ".join(corpus.GENERAL_WORDS)
-    for _ in range(8):
-        yield general
-        yield general.title()
     for example in examples:
         for message in example.messages:
             yield _header(message["role"])
