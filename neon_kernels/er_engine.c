@@ -79,25 +79,14 @@ static inline er_v8f load8f(const float *p) {
     return v;
 }
 
-/* sum_i q[i] * k[i] for f32 q and f16 k */
-static inline float dot_f32_f16(const float *q, const uint16_t *k, int n) {
-    er_v8f acc = {0.0f};
-    int i = 0;
-    for (; i + 8 <= n; i += 8) acc += load8f(q + i) * f16x8(k + i);
-    float s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-    for (; i < n; i++) s += q[i] * f16(k[i]);
-    return s;
+/* the 8 lanes of a partial-sum vector, added in a fixed order */
+static inline float sum8(er_v8f v) {
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
 
-/* out[i] += a * v[i] for f16 v */
-static inline void axpy_f16(float *out, float a, const uint16_t *v, int n) {
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const er_v8f o = load8f(out + i) + a * f16x8(v + i);
-        memcpy(out + i, &o, sizeof(o));
-    }
-    for (; i < n; i++) out[i] += a * f16(v[i]);
-}
+/* Query heads per attention work item: the heads of one GQA group read the same K and V rows,
+ * so an item of several heads converts each fp16 row once for all of them. */
+#define ATT_MAX_HEADS 4
 
 /* ---------------------------------------------------------------------------------------
  * Small float ops (scalar; compiled without fp contraction so every target rounds alike).
@@ -230,6 +219,7 @@ static void run_bitlinear(er_engine *e, int T, int n_mats, const er_i2s_tensor *
 typedef struct {
     er_engine *e;
     int l, T, pos;
+    int heads_per_item; /* 1 .. ATT_MAX_HEADS */
 } attention_job;
 
 /* On x86-64 the attention loops are also compiled for AVX2 (twice as wide as the SSE2 baseline)
@@ -243,35 +233,65 @@ typedef struct {
 ER_ATTENTION_CLONES static void attention_task(void *ctx, int ith, int nth) {
     attention_job *j = (attention_job *)ctx;
     er_engine *e = j->e;
-    const int hd = e->cfg.head_dim, n_heads = e->cfg.n_heads;
-    const int group = n_heads / e->cfg.n_kv_heads;
+    const int hd = e->cfg.head_dim, n_kv = e->cfg.n_kv_heads;
+    const int group = e->cfg.n_heads / n_kv;
+    const int per_item = j->heads_per_item;
+    const int chunks = (group + per_item - 1) / per_item;
+    const size_t n_ctx = (size_t)e->n_ctx;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *att = e->att + (size_t)ith * e->n_ctx;
-    const uint16_t *kc = e->k_cache + (size_t)j->l * e->n_ctx * e->kv_dim;
-    const uint16_t *vc = e->v_cache + (size_t)j->l * e->n_ctx * e->kv_dim;
-    for (int idx = ith; idx < j->T * n_heads; idx += nth) {
-        const int t = idx / n_heads, h = idx % n_heads;
-        const int kvh = h / group;
+    float *att = e->att + (size_t)ith * ATT_MAX_HEADS * n_ctx;
+    const uint16_t *kc = e->k_cache + (size_t)j->l * n_ctx * e->kv_dim;
+    const uint16_t *vc = e->v_cache + (size_t)j->l * n_ctx * e->kv_dim;
+    for (int idx = ith; idx < j->T * n_kv * chunks; idx += nth) {
+        /* one item: token t, query heads h0 .. h0 + nh - 1, which all read kv head kvh */
+        const int t = idx / (n_kv * chunks), kvh = idx / chunks % n_kv;
+        const int h0 = kvh * group + idx % chunks * per_item;
+        const int nh = per_item < kvh * group + group - h0 ? per_item : kvh * group + group - h0;
         const int n_pos = j->pos + t + 1; /* causal: positions 0 .. pos+t */
-        const float *qh = e->q + (size_t)t * e->q_dim + (size_t)h * hd;
-        float mx = -INFINITY;
+        const float *q0 = e->q + (size_t)t * e->q_dim + (size_t)h0 * hd;
+        float mx[ATT_MAX_HEADS], inv[ATT_MAX_HEADS], a[ATT_MAX_HEADS];
+        for (int g = 0; g < nh; g++) mx[g] = -INFINITY;
         for (int p = 0; p < n_pos; p++) {
             const uint16_t *kr = kc + (size_t)p * e->kv_dim + (size_t)kvh * hd;
-            const float s = dot_f32_f16(qh, kr, hd) * scale;
-            att[p] = s;
-            mx = s > mx ? s : mx;
+            er_v8f acc[ATT_MAX_HEADS];
+            for (int g = 0; g < nh; g++) acc[g] = (er_v8f){0.0f};
+            int i = 0;
+            for (; i + 8 <= hd; i += 8) {
+                const er_v8f k8 = f16x8(kr + i); /* converted once for every head of the item */
+                for (int g = 0; g < nh; g++) acc[g] += load8f(q0 + (size_t)g * hd + i) * k8;
+            }
+            for (int g = 0; g < nh; g++) {
+                float s = sum8(acc[g]);
+                for (int r = i; r < hd; r++) s += q0[(size_t)g * hd + r] * f16(kr[r]);
+                s *= scale;
+                att[g * n_ctx + p] = s;
+                mx[g] = s > mx[g] ? s : mx[g];
+            }
         }
-        float sum = 0.0f;
-        for (int p = 0; p < n_pos; p++) {
-            att[p] = expf(att[p] - mx);
-            sum += att[p];
+        for (int g = 0; g < nh; g++) {
+            float *ag = att + g * n_ctx, sum = 0.0f;
+            for (int p = 0; p < n_pos; p++) {
+                ag[p] = expf(ag[p] - mx[g]);
+                sum += ag[p];
+            }
+            inv[g] = 1.0f / sum;
         }
-        const float inv = 1.0f / sum;
-        float *out = e->xb + (size_t)t * e->q_dim + (size_t)h * hd;
-        for (int i = 0; i < hd; i++) out[i] = 0.0f;
+        float *out0 = e->xb + (size_t)t * e->q_dim + (size_t)h0 * hd;
+        for (int i = 0; i < nh * hd; i++) out0[i] = 0.0f;
         for (int p = 0; p < n_pos; p++) {
             const uint16_t *vr = vc + (size_t)p * e->kv_dim + (size_t)kvh * hd;
-            axpy_f16(out, att[p] * inv, vr, hd);
+            for (int g = 0; g < nh; g++) a[g] = att[g * n_ctx + p] * inv[g];
+            int i = 0;
+            for (; i + 8 <= hd; i += 8) {
+                const er_v8f v8 = f16x8(vr + i);
+                for (int g = 0; g < nh; g++) {
+                    float *o = out0 + (size_t)g * hd + i;
+                    const er_v8f sum = load8f(o) + a[g] * v8;
+                    memcpy(o, &sum, sizeof(sum));
+                }
+            }
+            for (int g = 0; g < nh; g++)
+                for (int r = i; r < hd; r++) out0[(size_t)g * hd + r] += a[g] * f16(vr[r]);
         }
     }
 }
@@ -354,7 +374,10 @@ static void forward_layer(er_engine *e, int l, int T, int pos) {
             vc[(size_t)p * kvd + i] = er_fp32_to_fp16(vt[i]);
         }
     }
-    attention_job aj = {e, l, T, pos};
+    /* one token: one head per item, so every thread has work; a batch: whole GQA groups (up
+     * to ATT_MAX_HEADS heads) per item, converting each K/V row once per group */
+    const int group = c->n_heads / c->n_kv_heads;
+    attention_job aj = {e, l, T, pos, T == 1 ? 1 : (group < ATT_MAX_HEADS ? group : ATT_MAX_HEADS)};
     er_pool_run(e->pool, attention_task, &aj);
     for (int t = 0; t < T; t++)
         rmsnorm(e->xb + (size_t)t * qd, e->xb + (size_t)t * qd, L->attn_sub_norm, qd, c->norm_eps);
@@ -532,7 +555,7 @@ int er_engine_create(er_engine **out, const er_config *cfg, const er_weights *w,
     e->act_q = alloc_state(e, T * wide);
     e->act_s = alloc_state(e, sizeof(float) * T);
     e->acc = alloc_state(e, sizeof(int32_t) * T * acc_rows);
-    e->att = alloc_state(e, sizeof(float) * (size_t)n_threads * n_ctx);
+    e->att = alloc_state(e, sizeof(float) * (size_t)n_threads * ATT_MAX_HEADS * n_ctx);
     e->rope_cos = alloc_state(e, sizeof(float) * (size_t)n_ctx * (c->head_dim / 2));
     e->rope_sin = alloc_state(e, sizeof(float) * (size_t)n_ctx * (c->head_dim / 2));
     e->head_x = alloc_state(e, sizeof(float) * c->dim);
