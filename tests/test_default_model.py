@@ -32,12 +32,12 @@ def test_shipped_model_is_small_bitnet_with_its_own_vocabulary(model):
 
 
 def test_heldout_accuracy_through_the_runtime(model):
-    # issue 8's bar is 90% with the constraint; the shipped model measures 80.3% (seed 1, 300 commands),
+    # issue 8's bar is 90% with the constraint; the shipped model measures 89.0% (seed 1, 300 commands),
     # so this guards against regressions until a better-generalizing model replaces it
     result = evaluate(model, heldout_commands(300, seed=1))
     assert result["n"] == 300
-    assert result["constrained_accuracy"] >= 0.78, result
-    assert result["unconstrained_json_rate"] >= 0.95, result
+    assert result["constrained_accuracy"] >= 0.87, result
+    assert result["unconstrained_json_rate"] >= 0.97, result
 
 
 def test_cli_run_without_a_model_path(tmp_path):
@@ -97,7 +97,7 @@ def test_mqtt_sample_of_heldout_commands(tmp_path):
             final = peer.final(topic)
             got = corpus.parse_command(final["text"]) or {}
             right += all(got.get(f) == ex.command.get(f) for f in FIELDS)
-        assert right / len(examples) >= 0.70, right
+        assert right / len(examples) >= 0.80, right
     finally:
         peer.close()
         proc.terminate()

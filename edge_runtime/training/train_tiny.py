@@ -69,7 +69,7 @@ class Settings:
     vocab: int = 4096
     context: int = 2048
     joined_rate: float = 0.25
-    noise_rate: float = 0.35
+    noise_rate: float = 0.5
     tokenizer_examples: int = 40000
     eval_n: int = 300
     log: str | None = None
