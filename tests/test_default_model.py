@@ -32,12 +32,12 @@ def test_shipped_model_is_small_bitnet_with_its_own_vocabulary(model):
 
 
 def test_heldout_accuracy_through_the_runtime(model):
-    # issue 8's bar is 90% with the constraint; the shipped model measures 89.0% (seed 1, 300 commands),
-    # so this guards against regressions until a better-generalizing model replaces it
+    # issue 8's bar: >= 90% right with the constraint, >= 95% JSON without it; the shipped model
+    # measures 91.3% / 99.3% (seed 1, 300 commands)
     result = evaluate(model, heldout_commands(300, seed=1))
     assert result["n"] == 300
-    assert result["constrained_accuracy"] >= 0.87, result
-    assert result["unconstrained_json_rate"] >= 0.97, result
+    assert result["constrained_accuracy"] >= 0.90, result
+    assert result["unconstrained_json_rate"] >= 0.95, result
 
 
 def test_cli_run_without_a_model_path(tmp_path):

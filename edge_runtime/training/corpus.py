@@ -391,25 +391,27 @@ _QUERY_FRAMES = {
     "switch": {
         "train": ("{is} {obj} on", "{is} {obj} off", "did I leave {obj} on", "check if {obj} {is} on",
                   "{obj} status", "{is} {obj} running", "{is} {obj} still on",
-                  "any idea if {obj} {is} on", "{is} {obj} on right now"),
+                  "any idea if {obj} {is} on", "{is} {obj} on right now", "let me know if {obj} {is} on"),
         "heldout": ("can you tell me if {obj} {is} on", "what's the status of {obj}",
                     "{was} {obj} left on", "{is} {obj} switched on"),
     },
     "openable": {
         "train": ("{is} {obj} open", "{is} {obj} closed", "did I close {obj}", "check {obj}",
-                  "did I leave {obj} open", "{is} {obj} still open", "any idea if {obj} {is} open"),
+                  "did I leave {obj} open", "{is} {obj} still open", "any idea if {obj} {is} open",
+                  "let me know whether {obj} {is} open"),
         "heldout": ("tell me whether {obj} {is} closed", "{was} {obj} left open",
                     "can you check whether {obj} {is} open"),
     },
     "lockable": {
         "train": ("is {obj} locked", "did I lock {obj}", "is {obj} unlocked", "check {obj}",
-                  "is {obj} still unlocked"),
+                  "is {obj} still unlocked", "let me know if {obj} is locked"),
         "heldout": ("tell me if {obj} is locked", "was {obj} left unlocked",
                     "can you check whether {obj} is locked"),
     },
     "temperature": {
         "train": ("what is the temperature in the {room}", "how warm is it in the {room}",
-                  "what's {obj} set to", "how cold is the {room}", "temperature in the {room}"),
+                  "what's {obj} set to", "how cold is the {room}", "temperature in the {room}",
+                  "let me know the temperature in the {room}"),
         "heldout": ("tell me the temperature in the {room}", "what temperature is it in the {room}",
                     "how hot is the {room}"),
     },
@@ -442,12 +444,12 @@ _CHAT_PHRASES = {
     },
 }
 
-# No "my", "our" or "me" in the training requests: the training commands have none either, so the
-# word would become a cue for refusing.
+# No "my", "our", "me" or "tell" in the training requests: the training commands and questions have
+# none either, so the word would become a cue for refusing.
 _OUT_OF_SCOPE = {
     "train": ("order a pizza", "what's the weather tomorrow", "send an email to the boss",
               "call mom", "book a flight to paris", "what's the news today",
-              "set an alarm for 7", "add a reminder to buy milk", "tell me a joke",
+              "set an alarm for 7", "add a reminder to buy milk", "got any jokes",
               "what is the capital of france", "how far is the moon", "write a poem",
               "translate hello into spanish", "what time is it", "buy more coffee",
               "play a song by queen", "what's two plus two", "who is the president",
