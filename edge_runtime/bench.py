@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from edge_runtime.device_config import KERNEL_HELP
+
 
 def add_arguments(p):
     p.add_argument("-m", "--model", default=None, help="model file (GGUF)")
@@ -25,7 +27,7 @@ def add_arguments(p):
     p.add_argument("--gen-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ctx", type=int, default=None, help="context size (default prompt + gen tokens)")
-    p.add_argument("--kernel", default=None, help="force a kernel variant")
+    p.add_argument("--kernel", default=None, help=KERNEL_HELP)
     p.add_argument("--mlock", action="store_true")
     p.add_argument("--cold", action="store_true",
                    help="first drop the model file from the page cache (POSIX_FADV_DONTNEED) and report "

@@ -9,6 +9,8 @@ import json
 import os
 import sys
 
+from edge_runtime.device_config import KERNEL_HELP
+
 # subcommands implemented in their own modules: (name, module, help)
 EXTERNAL_COMMANDS = [
     ("convert", "edge_runtime.convert", "write an edge-runtime GGUF from a Hugging Face dir or a TQ2_0 GGUF"),
@@ -30,7 +32,7 @@ def _add_model_args(p, model_required=False):
                    help="model file (GGUF); default: the small model shipped with the package")
     p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: number of big cores)")
     p.add_argument("--ctx", type=int, default=2048, help="context size in tokens (default 2048)")
-    p.add_argument("--kernel", default=None, help="force a kernel variant: scalar, avx2, avx512vnni, neon, neon_dot")
+    p.add_argument("--kernel", default=None, help=KERNEL_HELP)
     p.add_argument("--mlock", action="store_true", help="lock the model in RAM")
     p.add_argument("--no-mmap", action="store_true", help="read the model into memory instead of mapping it")
 

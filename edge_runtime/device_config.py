@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 KERNEL_VARIANTS = ("neon", "neon_dot", "avx2", "avx512vnni", "scalar", "auto")
+KERNEL_HELP = "force a kernel variant: " + ", ".join(v for v in KERNEL_VARIANTS if v != "auto")
 KV_CACHE_BYTES_PER_ELEMENT = {"f16": 2}
 SERVE_MODES = ("mqtt", "serial")
 ARCHITECTURES = ("aarch64", "armv7l", "x86_64")

@@ -36,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_runtime.device_config import KERNEL_HELP
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.service import (E_BAD_REQUEST, E_DUPLICATE, E_TOO_LARGE, GenerationService, Limits,
                                   RequestError, error_reply, parse_request)
@@ -608,7 +609,7 @@ def add_arguments(p: argparse.ArgumentParser):
                    help="board config name or .toml file: threads, n_ctx and [mqtt] defaults")
     p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: board config or big cores)")
     p.add_argument("--ctx", type=int, default=None, help="context size in tokens (default: board config or 2048)")
-    p.add_argument("--kernel", default=None, help="force a kernel variant: scalar, avx2, avx512vnni, neon, neon_dot")
+    p.add_argument("--kernel", default=None, help=KERNEL_HELP)
     p.add_argument("--mlock", action="store_true", help="lock the model in RAM")
     p.add_argument("--no-mmap", action="store_true", help="read the model into memory instead of mapping it")
     g = p.add_argument_group("broker")

@@ -34,6 +34,7 @@ import time
 from edge_runtime.serial_framing import (
     E_BAD_REQUEST, E_LINE_TOO_LONG, ETX, FramingError, LineReader, LineTooLong, TextRenderer,
     clean_text_line, decode_json_line, encode_json_line)
+from edge_runtime.device_config import KERNEL_HELP
 from edge_runtime.service import GenerationService, Limits, RequestError, error_reply, parse_request
 
 log = logging.getLogger("edge_runtime.serve_serial")
@@ -644,7 +645,7 @@ def add_arguments(p):
     p.add_argument("--temp", type=float, default=None, help="temperature of text-mode requests (default 0.8)")
     p.add_argument("-t", "--threads", type=_positive_int, default=None, help="threads (default: board config or big cores)")
     p.add_argument("--ctx", type=_positive_int, default=None, help="context size in tokens (default: board config or 2048)")
-    p.add_argument("--kernel", default=None, help="force a kernel variant: scalar, avx2, avx512vnni, neon, neon_dot")
+    p.add_argument("--kernel", default=None, help=KERNEL_HELP)
     p.add_argument("--mlock", action="store_true", default=None, help="lock the model in RAM")
     p.add_argument("--no-mmap", action="store_true", default=None, help="read the model into memory")
     p.add_argument("--seed", type=int, default=None, help="sampling seed")

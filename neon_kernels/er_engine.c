@@ -59,7 +59,6 @@ static inline float f16(uint16_t h) { return er_fp16_to_fp32_inline(h); }
 #endif
 typedef float er_v8f __attribute__((vector_size(32)));
 typedef uint32_t er_v8u __attribute__((vector_size(32)));
-typedef int32_t er_v8i __attribute__((vector_size(32)));
 typedef uint16_t er_v8h __attribute__((vector_size(16)));
 
 /* 8 fp16 values -> f32, the same bits as er_fp16_to_fp32_inline */

@@ -10,7 +10,7 @@
  * groups add at most 5 * 16 * 384 = 30720 < 32767 before vpadalq_s16 widens them into int32.
  * The GEMV's scaled accumulators keep the same bound (see i2s_gemv_tile).
  *
- * Cost model (llvm-mca; /work/notes/mca): on Cortex-A72 smlal issues only on the F0 pipe, one per
+ * Cost model (llvm-mca-19 static estimate): on Cortex-A72 smlal issues only on the F0 pipe, one per
  * cycle, so 8 MACs per cycle (32 cycles / 256 weights) is the floor of any smlal kernel; the
  * unpack ops share the other pipe. On Cortex-A53 every NEON op costs about one issue slot, so
  * the GEMV spends one unpack op per code vector instead of two.
@@ -87,11 +87,11 @@ ER_INLINE int8x16_t unpack_codes(uint8x16_t b, int m, uint8x16_t mask3) {
     }
 }
 
-/* One tile: rows [0, R) of w times tokens [0, T) of q; pf > 0 prefetches pf bytes ahead.
+/* One GEMM tile: rows [0, R) of w times tokens [0, T) of q.
  * out[t * ldo + r] = sum_i code(r, i) * q[t * ldq + i] - qsum[t]. */
 ER_INLINE void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, size_t ldq,
                         int groups, const int32_t *qsum, int32_t *out, size_t ldo, const int R,
-                        const int T, size_t pf) {
+                        const int T) {
     const uint8x16_t mask3 = vdupq_n_u8(3);
     int32x4_t acc32[TILE_MAX_ACC];
 #pragma GCC unroll 16
@@ -105,10 +105,6 @@ ER_INLINE void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, siz
 #pragma GCC unroll 4
             for (int m = 0; m < 4; m++) {
                 int8x16_t c0[TILE_MAX_ROWS], c1[TILE_MAX_ROWS];
-                if (m == 0 && pf)
-#pragma GCC unroll 4
-                    for (int r = 0; r < R; r++)
-                        __builtin_prefetch(w + r * row_bytes + (size_t)g * ER_I2S_GROUP_BYTES + pf, 0, 3);
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
                     const uint8_t *grp = w + r * row_bytes + (size_t)g * ER_I2S_GROUP_BYTES;
@@ -215,7 +211,7 @@ void er_i2s_gemv_neon(const uint8_t *w, const int8_t *q, int32_t *out, int rows,
  * constants in each case, so every tile shape is fully unrolled. */
 #define TILE_CASE(R, NT)                                                                         \
     case NT:                                                                                     \
-        i2s_tile(w, row_bytes, q, ldq, groups, qsum, out, ldo, R, NT, 0);                        \
+        i2s_tile(w, row_bytes, q, ldq, groups, qsum, out, ldo, R, NT);                           \
         break;
 _Static_assert(GEMM_TOKS == 4, "TILE_CASES lists one case per token count");
 #define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2) TILE_CASE(R, 3) TILE_CASE(R, 4)
