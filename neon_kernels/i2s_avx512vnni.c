@@ -24,7 +24,7 @@
 
 /* 4 rows x 5 tokens: 20 zmm accumulators, 2 code vectors, the mask and the two shift vectors fit
  * the 32 zmm registers. Measured here (GMAC/s, one thread): 4x5 250, 4x4 244, 5x4 245, 4x6 225,
- * 3x8 213, 2x8 200; about one 512-bit vpdpbusd per cycle, which is this core's limit. */
+ * 3x8 213, 2x8 200: about one 512-bit vpdpbusd per cycle. */
 #define GEMM_ROWS 4
 #define GEMM_TOKS 5
 #define ROW_BLOCK_BYTES (64 * 1024)
