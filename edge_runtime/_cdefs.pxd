@@ -17,6 +17,7 @@ cdef extern from "er_kernels.h" nogil:
         ER_KERNEL_NEON
         ER_KERNEL_NEON_DOT
         ER_KERNEL_AVX512VNNI
+        ER_KERNEL_AMX
         ER_KERNEL_COUNT
 
     ctypedef struct er_kernels:

@@ -16,7 +16,8 @@ GGML_TYPE_Q8_0 = 8
 GGML_TYPE_I2_S = 36
 
 _VARIANTS = {"scalar": ER_KERNEL_SCALAR, "avx2": ER_KERNEL_AVX2, "neon": ER_KERNEL_NEON,
-             "neon_dot": ER_KERNEL_NEON_DOT, "avx512vnni": ER_KERNEL_AVX512VNNI}
+             "neon_dot": ER_KERNEL_NEON_DOT, "avx512vnni": ER_KERNEL_AVX512VNNI,
+             "amx": ER_KERNEL_AMX}
 
 
 class KernelUnavailableError(RuntimeError):

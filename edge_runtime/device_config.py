@@ -8,7 +8,7 @@ original is device_configs/raspberry-pi-5.toml:
   description       free text for `edge-runtime info`                           (default "")
   threads           kernel worker threads, 0 = one per CPU the process may use (0..1024)
   cpu_affinity      CPU ids to pin to, [] = no pinning; threads <= its length   (default [])
-  kernel            expected kernel variant: neon, neon_dot, avx2, avx512vnni, scalar, auto
+  kernel            expected kernel variant: neon, neon_dot, avx2, avx512vnni, amx, scalar, auto
   n_ctx             default context length in tokens (16..131072)
   kv_cache_type     KV-cache element type: "f16"                                 (default "f16")
   use_mmap          map the model file                                           (default true)
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-KERNEL_VARIANTS = ("neon", "neon_dot", "avx2", "avx512vnni", "scalar", "auto")
+KERNEL_VARIANTS = ("neon", "neon_dot", "avx2", "avx512vnni", "amx", "scalar", "auto")
 KERNEL_HELP = "force a kernel variant: " + ", ".join(v for v in KERNEL_VARIANTS if v != "auto")
 KV_CACHE_BYTES_PER_ELEMENT = {"f16": 2}
 SERVE_MODES = ("mqtt", "serial")
@@ -65,6 +65,7 @@ _KERNEL_REQUIRED_FEATURE = {
     ("neon", "armv7l"): "neon",
     ("avx2", "x86_64"): "avx2",
     ("avx512vnni", "x86_64"): "avx512_vnni",
+    ("amx", "x86_64"): "amx_int8",
 }
 
 _ANDROID_MARKERS = ("system/build.prop", "system/bin/linker64", "system/bin/linker")

@@ -1,8 +1,16 @@
 /* Run-time choice of the kernel variant: what was compiled in AND what this CPU reports. */
+#define _GNU_SOURCE /* syscall() under -std=c11 */
 #include <stdio.h>
 #include <string.h>
 
 #include "er_kernels.h"
+
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define ER_ARCH_REQ_XCOMP_PERM 0x1023
+#define ER_XFEATURE_XTILEDATA 18
+#endif
 
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
@@ -31,6 +39,11 @@ static const er_kernels k_avx512vnni = {
     er_i2s_gemm_avx512vnni,  er_f16_gemv_avx2, er_quantize_row_q8_0_avx2, er_q8_0_gemv_avx2,
     er_q4_0_gemv_avx2,
 };
+static const er_kernels k_amx = {
+    ER_KERNEL_AMX,           "amx",            er_quantize_row_i8_avx2, er_i2s_gemv_avx2,
+    er_i2s_gemm_amx,         er_f16_gemv_avx2, er_quantize_row_q8_0_avx2, er_q8_0_gemv_avx2,
+    er_q4_0_gemv_avx2,
+};
 #endif
 
 #ifdef ER_HAVE_NEON_BUILD
@@ -46,7 +59,18 @@ static const er_kernels k_neon_dot = {
 };
 #endif
 
-static const char *const k_names[ER_KERNEL_COUNT] = {"scalar", "avx2", "neon", "neon_dot", "avx512vnni"};
+static const char *const k_names[ER_KERNEL_COUNT] = {"scalar", "avx2", "neon", "neon_dot", "avx512vnni",
+                                                     "amx"};
+
+#if defined(__x86_64__) && defined(__linux__)
+/* Linux hands out the AMX tile state only to a process that asks for it; a tile instruction
+ * without it kills the process with SIGILL. Asked once; the answer stands for every thread. */
+static int amx_permitted(void) {
+    static int state = -1; /* -1 unknown, 0 refused, 1 granted */
+    if (state < 0) state = syscall(SYS_arch_prctl, ER_ARCH_REQ_XCOMP_PERM, ER_XFEATURE_XTILEDATA) == 0;
+    return state;
+}
+#endif
 
 int er_cpu_supports(er_kernel_id id) {
     switch (id) {
@@ -66,6 +90,13 @@ int er_cpu_supports(er_kernel_id id) {
         return er_cpu_supports(ER_KERNEL_AVX2) && __builtin_cpu_supports("avx512f") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512vnni");
+#else
+        return 0;
+#endif
+    case ER_KERNEL_AMX:
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+        return er_cpu_supports(ER_KERNEL_AVX512VNNI) && __builtin_cpu_supports("amx-tile") &&
+               __builtin_cpu_supports("amx-int8") && amx_permitted();
 #else
         return 0;
 #endif
@@ -95,6 +126,8 @@ static const er_kernels *compiled(er_kernel_id id) {
         return &k_avx2;
     case ER_KERNEL_AVX512VNNI:
         return &k_avx512vnni;
+    case ER_KERNEL_AMX:
+        return &k_amx;
 #endif
 #ifdef ER_HAVE_NEON_BUILD
     case ER_KERNEL_NEON:
@@ -113,8 +146,8 @@ const er_kernels *er_kernels_get(er_kernel_id id) {
 }
 
 const er_kernels *er_kernels_best(void) {
-    static const er_kernel_id order[] = {ER_KERNEL_NEON_DOT, ER_KERNEL_NEON, ER_KERNEL_AVX512VNNI,
-                                         ER_KERNEL_AVX2};
+    static const er_kernel_id order[] = {ER_KERNEL_NEON_DOT, ER_KERNEL_NEON, ER_KERNEL_AMX,
+                                         ER_KERNEL_AVX512VNNI, ER_KERNEL_AVX2};
     for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
         const er_kernels *k = er_kernels_get(order[i]);
         if (k) return k;
@@ -131,13 +164,13 @@ const er_kernels *er_kernels_select(const char *name, char *err, size_t err_len)
             return NULL;
         }
         if (!er_cpu_supports((er_kernel_id)i)) {
-            snprintf(err, err_len, "kernel variant '%s' cannot run on this CPU (missing instructions)",
-                     name);
+            snprintf(err, err_len, "kernel variant '%s' cannot run on this CPU (missing instructions%s)",
+                     name, i == ER_KERNEL_AMX ? ", or the OS did not grant the AMX tile state" : "");
             return NULL;
         }
         return compiled((er_kernel_id)i);
     }
-    snprintf(err, err_len, "unknown kernel variant '%s' (expected one of: auto, scalar, avx2, avx512vnni, neon, neon_dot)",
+    snprintf(err, err_len, "unknown kernel variant '%s' (expected one of: auto, scalar, avx2, avx512vnni, amx, neon, neon_dot)",
              name);
     return NULL;
 }

@@ -86,12 +86,13 @@ typedef enum {
     ER_KERNEL_NEON = 2,
     ER_KERNEL_NEON_DOT = 3,
     ER_KERNEL_AVX512VNNI = 4,
-    ER_KERNEL_COUNT = 5
+    ER_KERNEL_AMX = 5,
+    ER_KERNEL_COUNT = 6
 } er_kernel_id;
 
 typedef struct {
     er_kernel_id id;
-    const char *name; /* "scalar", "avx2", "neon", "neon_dot", "avx512vnni" */
+    const char *name; /* "scalar", "avx2", "neon", "neon_dot", "avx512vnni", "amx" */
     er_quantize_row_i8_fn quantize_row_i8;
     er_i2s_gemv_fn i2s_gemv;
     er_i2s_gemm_fn i2s_gemm;
@@ -127,6 +128,9 @@ void er_q4_0_gemv_avx2(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *o
 /* avx512vnni: the AVX2 kernels with an AVX-512 VNNI GEMM (prompt processing) */
 void er_i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
                             int k, int n_tok);
+/* amx: the AVX2 kernels with an AMX-INT8 tile GEMM (prompt processing) */
+void er_i2s_gemm_amx(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows, int k,
+                     int n_tok);
 #endif
 
 #if defined(__aarch64__)

@@ -241,7 +241,13 @@ def build_cases(seed: int = 20250) -> list[Case]:
     # -- I2_S GEMM: odd rows x tokens, padded strides, a row block boundary (rows 200 x k 2560)
     for rows, k, n_tok, ldq_pad, ldo_pad in ((1, 128, 1, 0, 0), (3, 384, 2, 16, 2), (7, 640, 3, 0, 0),
                                              (17, 2560, 5, 1, 3), (64, 128, 8, 72, 0), (129, 640, 13, 7, 2),
-                                             (200, 2560, 3, 0, 1), (2, 384, 13, 3, 1)):
+                                             (200, 2560, 3, 0, 1), (2, 384, 13, 3, 1),
+                                             # tile GEMMs (amx): 16-token tiles and 32-row blocks,
+                                             # with token and row tails, odd strides, and a k
+                                             # beyond the tile kernel's stack buffer
+                                             (32, 128, 16, 0, 0), (96, 640, 48, 5, 3),
+                                             (70, 2560, 37, 1, 2), (48, 384, 33, 0, 0),
+                                             (32, 8320, 16, 0, 0)):
         codes = _codes(rng, rows, k)
         q = rng.integers(-128, 128, size=(n_tok, k), dtype=np.int8)
         cases.append(_gemm_case(f"gemm rows={rows} k={k} n_tok={n_tok} ldq=k+{ldq_pad} ldo=rows+{ldo_pad}",
@@ -250,6 +256,10 @@ def build_cases(seed: int = 20250) -> list[Case]:
     q[1::2] = 127
     cases.append(_gemm_case("gemm code3 x +-128 rows=5 k=2560 n_tok=6", np.full((5, 2560), 3, np.uint8),
                             q, 2560, 5, rng))
+    q = np.full((32, 2560), -128, np.int8)
+    q[1::2] = 127
+    cases.append(_gemm_case("gemm code3 x +-128 rows=32 k=2560 n_tok=32", np.full((32, 2560), 3, np.uint8),
+                            q, 2560, 32, rng))
 
     # -- F16 head GEMV (k need not be a multiple of 32 here: tails)
     for rows, k in ((1, 32), (3, 96), (7, 2560), (17, 100), (5, 7), (64, 640)):

@@ -116,7 +116,7 @@ INVALID_CASES = [
     ("threads-more-than-pinned", _edit("threads = 4", "threads = 8"),
      ["key 'threads' = 8", "at most 4", "cpu_affinity"]),
     ("kernel-misspelt", _edit('kernel = "neon_dot"', 'kernel = "neon-dot"'),
-     ["key 'kernel' = 'neon-dot'", '"neon", "neon_dot", "avx2", "avx512vnni", "scalar", "auto"']),
+     ["key 'kernel' = 'neon-dot'", '"neon", "neon_dot", "avx2", "avx512vnni", "amx", "scalar", "auto"']),
     ("n_ctx-too-small", _edit("n_ctx = 2048", "n_ctx = 8"),
      ["key 'n_ctx' = 8", "from 16 to 131072"]),
     ("kv-type", _edit("n_ctx = 2048", 'n_ctx = 2048\nkv_cache_type = "q8_0"'),

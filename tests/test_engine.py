@@ -73,7 +73,7 @@ def test_no_mmap_and_mlock_give_same_logits(tiny_path):
 
 
 def test_forced_kernel_refused_with_clear_message(tiny_path, monkeypatch):
-    unavailable = [k for k in ("scalar", "avx2", "avx512vnni", "neon", "neon_dot")
+    unavailable = [k for k in ("scalar", "avx2", "avx512vnni", "amx", "neon", "neon_dot")
                    if k not in _engine.available_kernels()]
     assert unavailable, "this test expects at least one variant that cannot run here"
     with pytest.raises(EdgeRuntimeError, match=unavailable[0]):
@@ -89,7 +89,9 @@ def test_forced_kernel_refused_with_clear_message(tiny_path, monkeypatch):
 def test_auto_kernel_is_the_best_this_cpu_runs(tiny_path):
     with Model(tiny_path) as m:
         assert m.kernel == _engine.best_kernel()
-    if _engine.cpu_supports("avx512vnni"):
+    if _engine.cpu_supports("amx"):
+        assert _engine.best_kernel() == "amx"
+    elif _engine.cpu_supports("avx512vnni"):
         assert _engine.best_kernel() == "avx512vnni"
     elif _engine.cpu_supports("avx2"):
         assert _engine.best_kernel() == "avx2"

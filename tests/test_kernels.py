@@ -25,7 +25,7 @@ DRIVER_SOURCE = REPO / "tests" / "kernel_driver.c"
 # The kernel files only: neon_kernels/ also holds the engine (forward pass, thread pool).
 KERNEL_SOURCES = [KERNEL_DIR / name for name in (
     "er_dispatch.c", "er_fp16.c", "i2s_ref.c", "head_ref.c",
-    "i2s_avx2.c", "head_avx2.c", "i2s_avx512vnni.c",
+    "i2s_avx2.c", "head_avx2.c", "i2s_avx512vnni.c", "i2s_amx.c",
     "i2s_neon.c", "head_neon.c", "i2s_neon_dot.c", "head_neon_dot.c",
 )]
 CROSS_CC = "aarch64-linux-gnu-gcc"
@@ -47,16 +47,20 @@ def _host_has_avx2() -> bool:
 
 
 HOST_HAS_AVX512VNNI = {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= _host_flags()
+# the amx variant also needs the OS to grant the tile state; Linux does from 5.16 on
+HOST_HAS_AMX = HOST_HAS_AVX512VNNI and {"amx_tile", "amx_int8"} <= _host_flags()
 IS_X86 = platform.machine() in ("x86_64", "AMD64")
 
 # (config id, qemu cpu or None for native, EDGE_RUNTIME_KERNEL, variant the driver must report)
 NATIVE_CONFIGS = [
     ("x86-scalar", None, "scalar", "scalar"),
     ("x86-avx2", None, "avx2", "avx2"),
-    ("x86-auto", None, "auto", "avx512vnni" if HOST_HAS_AVX512VNNI else "avx2"),
+    ("x86-auto", None, "auto", "amx" if HOST_HAS_AMX else "avx512vnni" if HOST_HAS_AVX512VNNI else "avx2"),
 ]
 if HOST_HAS_AVX512VNNI:
     NATIVE_CONFIGS.append(("x86-avx512vnni", None, "avx512vnni", "avx512vnni"))
+if HOST_HAS_AMX:
+    NATIVE_CONFIGS.append(("x86-amx", None, "amx", "amx"))
 ARM_CONFIGS = [
     ("a53-auto", "cortex-a53", "auto", "neon"),
     ("a72-auto", "cortex-a72", "auto", "neon"),
@@ -158,6 +162,7 @@ REFUSALS = [
     ("a53-neon_dot", "cortex-a53", "neon_dot", "cannot run on this CPU"),
     ("a76-avx2", "cortex-a76", "avx2", "not built for this architecture"),
     ("a76-avx512vnni", "cortex-a76", "avx512vnni", "not built for this architecture"),
+    ("a76-amx", "cortex-a76", "amx", "not built for this architecture"),
     ("a76-unknown", "cortex-a76", "sve9", "unknown kernel variant 'sve9'"),
 ]
 NATIVE_REFUSALS = [

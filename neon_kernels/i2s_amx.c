@@ -1,0 +1,196 @@
+/* AMX-INT8 I2_S ternary GEMM (x86-64 with AMX-TILE + AMX-INT8, e.g. Xeon Sapphire Rapids and
+ * later): the prompt path of the "amx" variant. Everything else in that variant is AVX2.
+ *
+ * One tdpbsud multiplies a 16 x 64 tile of signed bytes A by a 64 x 16 tile of unsigned bytes B
+ * held in the "VNNI" layout (B row i holds, for each of 16 columns n, the four consecutive
+ * bytes 4i .. 4i+3 of column n) and adds the 16 x 16 int32 result to a tile C: 16384
+ * multiply-adds per instruction.
+ *
+ *   A = 16 tokens x 64 activations, read straight from q with row stride ldq;
+ *   B = 64 weights of 16 output rows, as 2-bit codes 0..3 widened to bytes;
+ *   C = out[t][r] for those 16 tokens and 16 rows, stored straight to out with row stride ldo.
+ *
+ * C starts at -sum(q) of its token, so it ends at sum(code * q) - sum(q) = sum((code - 1) * q),
+ * the same exact int32 as the scalar reference (an int32 lane adds at most k products of
+ * 3 * 128, far from overflow for any k this kernel takes).
+ *
+ * Unpacking into the B layout. A 32-byte I2_S group (128 weights of one row) holds weight
+ * 32m + j at byte j, bits 7-2m .. 6-2m. B row i of the tile for group weights 0..63 needs
+ * weights 4i .. 4i+3 of 16 rows: for i < 8 these are byte dword i of the group at shift 6, for
+ * i >= 8 dword i-8 at shift 4; the tile for weights 64..127 uses the same dwords at shifts 2 and
+ * 0. So a 16-row x 8-dword transpose of the packed groups (two 8x8 dword transposes side by side
+ * in one set of zmm registers) gives eight vectors G[d] = dword d of rows 0..15, and each of the
+ * 32 B rows of the group is one shift and one mask of a G[d].
+ *
+ * Blocking: 32 weight rows (two B tiles) are unpacked for the whole k into a stack buffer
+ * (32 * k bytes, at most AMX_MAX_K), then tokens pass over it 32 at a time (two A tiles): four C
+ * tiles accumulate over k, so each unpacked B tile serves every token of the prompt. Token
+ * counts not a multiple of 16, row counts not a multiple of 32 and k > AMX_MAX_K go to the
+ * AVX-512 VNNI GEMM, which gives the same result.
+ *
+ * The tile state must be enabled per process (arch_prctl ARCH_REQ_XCOMP_PERM); the dispatcher
+ * does that once before it offers this variant. Each call loads the tile configuration on
+ * entry and releases the tiles on exit, so a thread holds no AMX state between calls. */
+#if defined(__x86_64__)
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8,avx2,fma,f16c")
+#include <immintrin.h>
+#include <string.h>
+
+#include "er_kernels.h"
+
+#define AMX_ROWS 32     /* weight rows per block: two B tiles */
+#define AMX_TOKS 16     /* tokens per A tile */
+#define AMX_MAX_K 8192  /* the B buffer of a block is AMX_ROWS * k bytes on the stack (256 KiB) */
+#define KSTEP 64        /* weights per tile product */
+#define TOK_CHUNK 256   /* tokens whose activation sums are kept at once (a multiple of 32) */
+
+/* the 64-byte tile configuration (palette 1): tiles 0-1 A, 2-3 B, 4-7 C, each 16 rows x 64 B */
+typedef struct {
+    uint8_t palette_id;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((aligned(64))) amx_tilecfg;
+
+static void amx_configure(void) {
+    amx_tilecfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette_id = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.colsb[i] = 64;
+        cfg.rows[i] = 16;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+static int32_t qsum_of(const int8_t *q, int k) {
+    const __m512i ones8 = _mm512_set1_epi8(1);
+    __m512i acc = _mm512_setzero_si512();
+    for (int i = 0; i < k; i += 64)
+        acc = _mm512_dpbusd_epi32(acc, ones8, _mm512_loadu_si512((const void *)(q + i)));
+    return _mm512_reduce_add_epi32(acc);
+}
+
+/* Unpack 16 rows (row_bytes apart) of I2_S codes into B tiles: for every group g, the tile of
+ * weights 0..63 at b + (2g) * step and the tile of weights 64..127 at b + (2g + 1) * step. */
+static void unpack_b16(const uint8_t *w, size_t row_bytes, int groups, uint8_t *b, size_t step) {
+    const __m512i mask3 = _mm512_set1_epi8(3);
+    /* qword picks for the last transpose stage: lanes 0 and 2 of x and y, or lanes 1 and 3 */
+    const __m512i pick_lo = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
+    const __m512i pick_hi = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
+    for (int g = 0; g < groups; g++) {
+        const uint8_t *src = w + (size_t)g * ER_I2S_GROUP_BYTES;
+        __m512i v[8], t[8], u[8], G[8];
+        /* v[n] = row n (low 256 bits) and row n + 8 (high 256 bits) */
+        for (int n = 0; n < 8; n++)
+            v[n] = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(src + n * row_bytes))),
+                _mm256_loadu_si256((const __m256i *)(src + (n + 8) * row_bytes)), 1);
+        for (int n = 0; n < 8; n += 2) {
+            t[n] = _mm512_unpacklo_epi32(v[n], v[n + 1]);
+            t[n + 1] = _mm512_unpackhi_epi32(v[n], v[n + 1]);
+        }
+        /* u[4h + s]: rows 4h .. 4h+3 (and +8), dword s in 128-bit lanes 0/2, dword s + 4 in 1/3 */
+        for (int h = 0; h < 2; h++) {
+            u[4 * h + 0] = _mm512_unpacklo_epi64(t[4 * h + 0], t[4 * h + 2]);
+            u[4 * h + 1] = _mm512_unpackhi_epi64(t[4 * h + 0], t[4 * h + 2]);
+            u[4 * h + 2] = _mm512_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
+            u[4 * h + 3] = _mm512_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
+        }
+        for (int s = 0; s < 4; s++) {
+            G[s] = _mm512_permutex2var_epi64(u[s], pick_lo, u[4 + s]);
+            G[s + 4] = _mm512_permutex2var_epi64(u[s], pick_hi, u[4 + s]);
+        }
+        uint8_t *b0 = b + (size_t)(2 * g) * step, *b1 = b0 + step;
+        for (int d = 0; d < 8; d++) {
+            _mm512_store_si512((void *)(b0 + d * 64), _mm512_and_si512(_mm512_srli_epi16(G[d], 6), mask3));
+            _mm512_store_si512((void *)(b0 + (d + 8) * 64), _mm512_and_si512(_mm512_srli_epi16(G[d], 4), mask3));
+            _mm512_store_si512((void *)(b1 + d * 64), _mm512_and_si512(_mm512_srli_epi16(G[d], 2), mask3));
+            _mm512_store_si512((void *)(b1 + (d + 8) * 64), _mm512_and_si512(G[d], mask3));
+        }
+    }
+}
+
+/* rows [0, 32) x tokens [0, n16) of the product, n16 % 16 == 0, with the block's B tiles in b
+ * (k-step s: tile of rows 0-15 at b + s * 2048, rows 16-31 at + 1024) */
+static void amx_block(const uint8_t *b, const int8_t *q, size_t ldq, const int32_t *negsum, int32_t *out,
+                      size_t ldo, int ksteps, int n16) {
+    int32_t cinit[2][16][16] __attribute__((aligned(64)));
+    const size_t qstride = ldq, ostride = ldo * sizeof(int32_t);
+    int t0 = 0;
+    for (; t0 + 2 * AMX_TOKS <= n16; t0 += 2 * AMX_TOKS) {
+        for (int a = 0; a < 2; a++)
+            for (int t = 0; t < 16; t++)
+                for (int c = 0; c < 16; c++) cinit[a][t][c] = negsum[t0 + 16 * a + t];
+        _tile_loadd(4, cinit[0], 64);
+        _tile_loadd(5, cinit[0], 64);
+        _tile_loadd(6, cinit[1], 64);
+        _tile_loadd(7, cinit[1], 64);
+        const int8_t *q0 = q + (size_t)t0 * ldq, *q1 = q0 + 16 * ldq;
+        for (int s = 0; s < ksteps; s++) {
+            _tile_loadd(0, q0 + (size_t)s * KSTEP, qstride);
+            _tile_loadd(1, q1 + (size_t)s * KSTEP, qstride);
+            _tile_loadd(2, b + (size_t)s * 2048, 64);
+            _tile_loadd(3, b + (size_t)s * 2048 + 1024, 64);
+            _tile_dpbsud(4, 0, 2);
+            _tile_dpbsud(5, 0, 3);
+            _tile_dpbsud(6, 1, 2);
+            _tile_dpbsud(7, 1, 3);
+        }
+        int32_t *o0 = out + (size_t)t0 * ldo, *o1 = o0 + 16 * ldo;
+        _tile_stored(4, o0, ostride);
+        _tile_stored(5, o0 + 16, ostride);
+        _tile_stored(6, o1, ostride);
+        _tile_stored(7, o1 + 16, ostride);
+    }
+    if (t0 < n16) { /* one A tile left */
+        for (int t = 0; t < 16; t++)
+            for (int c = 0; c < 16; c++) cinit[0][t][c] = negsum[t0 + t];
+        _tile_loadd(4, cinit[0], 64);
+        _tile_loadd(5, cinit[0], 64);
+        const int8_t *q0 = q + (size_t)t0 * ldq;
+        for (int s = 0; s < ksteps; s++) {
+            _tile_loadd(0, q0 + (size_t)s * KSTEP, qstride);
+            _tile_loadd(2, b + (size_t)s * 2048, 64);
+            _tile_loadd(3, b + (size_t)s * 2048 + 1024, 64);
+            _tile_dpbsud(4, 0, 2);
+            _tile_dpbsud(5, 0, 3);
+        }
+        int32_t *o0 = out + (size_t)t0 * ldo;
+        _tile_stored(4, o0, ostride);
+        _tile_stored(5, o0 + 16, ostride);
+    }
+}
+
+void er_i2s_gemm_amx(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows, int k,
+                     int n_tok) {
+    const int n16 = n_tok / AMX_TOKS * AMX_TOKS;
+    const int r32 = rows / AMX_ROWS * AMX_ROWS;
+    if (n16 == 0 || r32 == 0 || k > AMX_MAX_K) {
+        er_i2s_gemm_avx512vnni(w, q, ldq, out, ldo, rows, k, n_tok);
+        return;
+    }
+    const size_t row_bytes = (size_t)k / 4;
+    const int groups = k / ER_I2S_GROUP, ksteps = k / KSTEP;
+    uint8_t bbuf[AMX_ROWS * AMX_MAX_K] __attribute__((aligned(64)));
+    int32_t negsum[TOK_CHUNK];
+    amx_configure();
+    for (int t0 = 0; t0 < n16; t0 += TOK_CHUNK) {
+        const int nt = n16 - t0 < TOK_CHUNK ? n16 - t0 : TOK_CHUNK;
+        for (int t = 0; t < nt; t++) negsum[t] = -qsum_of(q + (size_t)(t0 + t) * ldq, k);
+        for (int r0 = 0; r0 < r32; r0 += AMX_ROWS) {
+            const uint8_t *wr = w + (size_t)r0 * row_bytes;
+            unpack_b16(wr, row_bytes, groups, bbuf, 2048);
+            unpack_b16(wr + 16 * row_bytes, row_bytes, groups, bbuf + 1024, 2048);
+            amx_block(bbuf, q + (size_t)t0 * ldq, (size_t)ldq, negsum, out + (size_t)t0 * ldo + r0, (size_t)ldo,
+                      ksteps, nt);
+        }
+    }
+    _tile_release();
+    if (n_tok > n16)
+        er_i2s_gemm_avx512vnni(w, q + (size_t)n16 * ldq, ldq, out + (size_t)n16 * ldo, ldo, r32, k, n_tok - n16);
+    if (rows > r32)
+        er_i2s_gemm_avx512vnni(w + (size_t)r32 * row_bytes, q, ldq, out + r32, ldo, rows - r32, k, n_tok);
+}
+#endif /* __x86_64__ */
