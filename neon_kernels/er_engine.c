@@ -30,7 +30,6 @@ struct er_engine {
     /* run state; T = n_batch */
     float *x;         /* (T, dim) residual stream */
     float *xb;        /* (T, max(dim, q_dim)) normed input / attention output */
-    float *xb2;       /* (T, dim) projection output */
     float *q;         /* (T, q_dim) */
     float *kv_new;    /* (T, 2 * kv_dim) k then v of the batch */
     float *hb;        /* (T, ffn_dim) gate, then relu(gate)^2 * up */
@@ -161,6 +160,8 @@ typedef struct {
     float *out[3];
     int ldo[3];
     size_t acc_off[3]; /* each matrix's (T, rows) int32 block inside e->acc */
+    int residual;      /* out += W · act (the residual add fused in) instead of out = */
+    int relu2_glu;     /* two matrices (gate, up): out[0] = relu(gate)^2 * up on the thread's rows */
 } bitlinear_job;
 
 static void bitlinear_task(void *ctx, int ith, int nth) {
@@ -183,23 +184,61 @@ static void bitlinear_task(void *ctx, int ith, int nth) {
                 const float f = W->scale / e->act_s[t];
                 const int32_t *at = a + (size_t)t * W->rows;
                 float *o = j->out[m] + (size_t)t * j->ldo[m];
-                for (int r = r0; r < r1; r++) o[r] = (float)at[r] * f;
+                if (j->residual)
+                    for (int r = r0; r < r1; r++) o[r] += (float)at[r] * f;
+                else
+                    for (int r = r0; r < r1; r++) o[r] = (float)at[r] * f;
+            }
+        }
+    }
+    if (j->relu2_glu) { /* gate and up have the same rows, so this thread owns rows r0..r1 of both */
+        int r0, r1;
+        split_rows(j->W[0]->rows, ith, nth, &r0, &r1);
+        for (int t = 0; t < T; t++) {
+            float *g = j->out[0] + (size_t)t * j->ldo[0];
+            const float *u = j->out[1] + (size_t)t * j->ldo[1];
+            for (int r = r0; r < r1; r++) {
+                const float v = g[r] > 0.0f ? g[r] : 0.0f;
+                g[r] = v * v * u[r];
             }
         }
     }
 }
 
-/* Quantize rows x (T, n) with row stride ldx into e->act_q (T, n) and e->act_s. */
-static void quantize_batch(er_engine *e, const float *x, int ldx, int T, int n) {
-    for (int t = 0; t < T; t++)
-        e->act_s[t] = e->k->quantize_row_i8(x + (size_t)t * ldx, e->act_q + (size_t)t * n, n);
+/* The input of a BitLinear, per token (tokens spread over the threads): y = rmsnorm(x) * weight
+ * into y (T, n), then quantized into e->act_q (T, n) and e->act_s. */
+typedef struct {
+    er_engine *e;
+    const float *x, *weight;
+    float *y;
+    int T, n;
+} norm_quant_job;
+
+static void norm_quant_task(void *ctx, int ith, int nth) {
+    norm_quant_job *j = (norm_quant_job *)ctx;
+    er_engine *e = j->e;
+    const size_t n = (size_t)j->n;
+    for (int t = ith; t < j->T; t += nth) {
+        rmsnorm(j->y + t * n, j->x + t * n, j->weight, j->n, e->cfg.norm_eps);
+        e->act_s[t] = e->k->quantize_row_i8(j->y + t * n, e->act_q + t * n, j->n);
+    }
 }
 
-static void run_bitlinear(er_engine *e, int T, int n_mats, const er_i2s_tensor *const *W,
-                          float *const *out, const int *ldo) {
+static void norm_quant(er_engine *e, float *y, const float *x, const float *weight, int T, int n) {
+    norm_quant_job j = {e, x, weight, y, T, n};
+    if (T == 1)
+        norm_quant_task(&j, 0, 1);
+    else
+        er_pool_run(e->pool, norm_quant_task, &j);
+}
+
+static void run_bitlinear_ex(er_engine *e, int T, int n_mats, const er_i2s_tensor *const *W,
+                             float *const *out, const int *ldo, int residual, int relu2_glu) {
     bitlinear_job j;
     memset(&j, 0, sizeof(j));
     j.e = e;
+    j.residual = residual;
+    j.relu2_glu = relu2_glu;
     j.T = T;
     j.n_mats = n_mats;
     j.k = W[0]->cols;
@@ -212,6 +251,38 @@ static void run_bitlinear(er_engine *e, int T, int n_mats, const er_i2s_tensor *
         j.ldo[m] = ldo[m];
     }
     er_pool_run(e->pool, bitlinear_task, &j);
+}
+
+static void run_bitlinear(er_engine *e, int T, int n_mats, const er_i2s_tensor *const *W,
+                          float *const *out, const int *ldo) {
+    run_bitlinear_ex(e, T, n_mats, W, out, ldo, 0, 0);
+}
+
+/* RoPE on the batch's queries and keys, and the keys and values into the f16 cache of layer l,
+ * per token (tokens spread over the threads). */
+typedef struct {
+    er_engine *e;
+    int l, T, pos;
+} rope_job;
+
+static void rope_task(void *ctx, int ith, int nth) {
+    rope_job *j = (rope_job *)ctx;
+    er_engine *e = j->e;
+    const er_config *c = &e->cfg;
+    const int hd = c->head_dim, qd = e->q_dim, kvd = e->kv_dim;
+    uint16_t *kc = e->k_cache + (size_t)j->l * e->n_ctx * kvd;
+    uint16_t *vc = e->v_cache + (size_t)j->l * e->n_ctx * kvd;
+    for (int t = ith; t < j->T; t += nth) {
+        const int p = j->pos + t;
+        const float *cs = e->rope_cos + (size_t)p * (hd / 2), *sn = e->rope_sin + (size_t)p * (hd / 2);
+        for (int h = 0; h < c->n_heads; h++) rope_rotate_half(e->q + (size_t)t * qd + (size_t)h * hd, cs, sn, hd);
+        float *kt = e->kv_new + (size_t)t * 2 * kvd, *vt = kt + kvd;
+        for (int h = 0; h < c->n_kv_heads; h++) rope_rotate_half(kt + (size_t)h * hd, cs, sn, hd);
+        for (int i = 0; i < kvd; i++) {
+            kc[(size_t)p * kvd + i] = er_fp32_to_fp16(kt[i]);
+            vc[(size_t)p * kvd + i] = er_fp32_to_fp16(vt[i]);
+        }
+    }
 }
 
 /* Attention for T tokens at positions pos..pos+T-1 over the cache of layer l. */
@@ -348,71 +419,49 @@ static void run_head(er_engine *e, const float *x, float *logits) {
 static void forward_layer(er_engine *e, int l, int T, int pos) {
     const er_config *c = &e->cfg;
     const er_layer_weights *L = &e->layers[l];
-    const int dim = c->dim, hd = c->head_dim, qd = e->q_dim, kvd = e->kv_dim, ffn = c->ffn_dim;
+    const int dim = c->dim, qd = e->q_dim, kvd = e->kv_dim, ffn = c->ffn_dim;
 
     /* attention block */
-    for (int t = 0; t < T; t++)
-        rmsnorm(e->xb + (size_t)t * dim, e->x + (size_t)t * dim, L->attn_norm, dim, c->norm_eps);
-    quantize_batch(e, e->xb, dim, T, dim);
+    norm_quant(e, e->xb, e->x, L->attn_norm, T, dim);
     {
         const er_i2s_tensor *W[3] = {&L->wq, &L->wk, &L->wv};
         float *out[3] = {e->q, e->kv_new, e->kv_new + kvd};
         const int ldo[3] = {qd, 2 * kvd, 2 * kvd};
         run_bitlinear(e, T, 3, W, out, ldo);
     }
-    uint16_t *kc = e->k_cache + (size_t)l * e->n_ctx * kvd;
-    uint16_t *vc = e->v_cache + (size_t)l * e->n_ctx * kvd;
-    for (int t = 0; t < T; t++) {
-        const int p = pos + t;
-        const float *cs = e->rope_cos + (size_t)p * (hd / 2), *sn = e->rope_sin + (size_t)p * (hd / 2);
-        for (int h = 0; h < c->n_heads; h++) rope_rotate_half(e->q + (size_t)t * qd + (size_t)h * hd, cs, sn, hd);
-        float *kt = e->kv_new + (size_t)t * 2 * kvd, *vt = kt + kvd;
-        for (int h = 0; h < c->n_kv_heads; h++) rope_rotate_half(kt + (size_t)h * hd, cs, sn, hd);
-        for (int i = 0; i < kvd; i++) {
-            kc[(size_t)p * kvd + i] = er_fp32_to_fp16(kt[i]);
-            vc[(size_t)p * kvd + i] = er_fp32_to_fp16(vt[i]);
-        }
-    }
+    rope_job rj = {e, l, T, pos};
+    if (T == 1)
+        rope_task(&rj, 0, 1);
+    else
+        er_pool_run(e->pool, rope_task, &rj);
     /* one token: one head per item, so every thread has work; a batch: whole GQA groups (up
      * to ATT_MAX_HEADS heads) per item, converting each K/V row once per group */
     const int group = c->n_heads / c->n_kv_heads;
     attention_job aj = {e, l, T, pos, T == 1 ? 1 : (group < ATT_MAX_HEADS ? group : ATT_MAX_HEADS)};
     er_pool_run(e->pool, attention_task, &aj);
-    for (int t = 0; t < T; t++)
-        rmsnorm(e->xb + (size_t)t * qd, e->xb + (size_t)t * qd, L->attn_sub_norm, qd, c->norm_eps);
-    quantize_batch(e, e->xb, qd, T, qd);
+    norm_quant(e, e->xb, e->xb, L->attn_sub_norm, T, qd);
     {
         const er_i2s_tensor *W[1] = {&L->wo};
-        float *out[1] = {e->xb2};
+        float *out[1] = {e->x};
         const int ldo[1] = {dim};
-        run_bitlinear(e, T, 1, W, out, ldo);
+        run_bitlinear_ex(e, T, 1, W, out, ldo, 1, 0); /* x += Wo · ... */
     }
-    for (size_t i = 0; i < (size_t)T * dim; i++) e->x[i] += e->xb2[i];
 
     /* feed-forward block */
-    for (int t = 0; t < T; t++)
-        rmsnorm(e->xb + (size_t)t * dim, e->x + (size_t)t * dim, L->ffn_norm, dim, c->norm_eps);
-    quantize_batch(e, e->xb, dim, T, dim);
+    norm_quant(e, e->xb, e->x, L->ffn_norm, T, dim);
     {
         const er_i2s_tensor *W[2] = {&L->w_gate, &L->w_up};
         float *out[2] = {e->hb, e->hb2};
         const int ldo[2] = {ffn, ffn};
-        run_bitlinear(e, T, 2, W, out, ldo);
+        run_bitlinear_ex(e, T, 2, W, out, ldo, 0, 1); /* hb = relu(gate)^2 * up */
     }
-    for (size_t i = 0; i < (size_t)T * ffn; i++) {
-        const float g = e->hb[i] > 0.0f ? e->hb[i] : 0.0f;
-        e->hb[i] = g * g * e->hb2[i];
-    }
-    for (int t = 0; t < T; t++)
-        rmsnorm(e->hb + (size_t)t * ffn, e->hb + (size_t)t * ffn, L->ffn_sub_norm, ffn, c->norm_eps);
-    quantize_batch(e, e->hb, ffn, T, ffn);
+    norm_quant(e, e->hb, e->hb, L->ffn_sub_norm, T, ffn);
     {
         const er_i2s_tensor *W[1] = {&L->w_down};
-        float *out[1] = {e->xb2};
+        float *out[1] = {e->x};
         const int ldo[1] = {dim};
-        run_bitlinear(e, T, 1, W, out, ldo);
+        run_bitlinear_ex(e, T, 1, W, out, ldo, 1, 0); /* x += Wdown · ... */
     }
-    for (size_t i = 0; i < (size_t)T * dim; i++) e->x[i] += e->xb2[i];
 }
 
 int er_engine_eval(er_engine *e, const int32_t *tokens, int n, int pos, float *logits, int all_logits) {
@@ -546,7 +595,6 @@ int er_engine_create(er_engine **out, const er_config *cfg, const er_weights *w,
     if (2 * (size_t)c->ffn_dim > acc_rows) acc_rows = 2 * (size_t)c->ffn_dim;
     e->x = alloc_state(e, sizeof(float) * T * c->dim);
     e->xb = alloc_state(e, sizeof(float) * T * wide);
-    e->xb2 = alloc_state(e, sizeof(float) * T * c->dim);
     e->q = alloc_state(e, sizeof(float) * T * qd);
     e->kv_new = alloc_state(e, sizeof(float) * T * 2 * kvd);
     e->hb = alloc_state(e, sizeof(float) * T * c->ffn_dim);
@@ -561,7 +609,7 @@ int er_engine_create(er_engine **out, const er_config *cfg, const er_weights *w,
     e->head_xq = alloc_state(e, sizeof(er_block_q8_0) * (c->dim / ER_QK8_0));
     e->k_cache = alloc_state(e, sizeof(uint16_t) * (size_t)c->n_layers * n_ctx * kvd);
     e->v_cache = alloc_state(e, sizeof(uint16_t) * (size_t)c->n_layers * n_ctx * kvd);
-    if (!e->x || !e->xb || !e->xb2 || !e->q || !e->kv_new || !e->hb || !e->hb2 || !e->act_q || !e->act_s ||
+    if (!e->x || !e->xb || !e->q || !e->kv_new || !e->hb || !e->hb2 || !e->act_q || !e->act_s ||
         !e->acc || !e->att || !e->rope_cos || !e->rope_sin || !e->head_x || !e->head_xq || !e->k_cache ||
         !e->v_cache)
         goto nomem;
@@ -601,7 +649,6 @@ void er_engine_free(er_engine *e) {
     free(e->layers);
     free(e->x);
     free(e->xb);
-    free(e->xb2);
     free(e->q);
     free(e->kv_new);
     free(e->hb);

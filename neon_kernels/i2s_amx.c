@@ -42,6 +42,7 @@
 #define AMX_TOKS 16     /* tokens per A tile */
 #define AMX_MAX_K 8192  /* the B buffer of a block is AMX_ROWS * k bytes on the stack (256 KiB) */
 #define KSTEP 64        /* weights per tile product */
+#define PF_LINES 8       /* cache lines of the next row block prefetched per unpacked group */
 #define TOK_CHUNK 256   /* tokens whose activation sums are kept at once (a multiple of 32) */
 
 /* the 64-byte tile configuration (palette 1): tiles 0-1 A, 2-3 B, 4-7 C, each 16 rows x 64 B */
@@ -74,13 +75,15 @@ static int32_t qsum_of(const int8_t *q, int k) {
 
 /* Unpack 16 rows (row_bytes apart) of I2_S codes into B tiles: for every group g, the tile of
  * weights 0..63 at b + (2g) * step and the tile of weights 64..127 at b + (2g + 1) * step. */
-static void unpack_b16(const uint8_t *w, size_t row_bytes, int groups, uint8_t *b, size_t step) {
+static void unpack_b16(const uint8_t *w, size_t row_bytes, int groups, uint8_t *b, size_t step,
+                       const uint8_t *pf) {
     const __m512i mask3 = _mm512_set1_epi8(3);
     /* qword picks for the last transpose stage: lanes 0 and 2 of x and y, or lanes 1 and 3 */
     const __m512i pick_lo = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
     const __m512i pick_hi = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
     for (int g = 0; g < groups; g++) {
         const uint8_t *src = w + (size_t)g * ER_I2S_GROUP_BYTES;
+        for (int l = 0; l < PF_LINES; l++) _mm_prefetch((const char *)(pf + ((size_t)g * PF_LINES + l) * 64), _MM_HINT_T0);
         __m512i v[8], t[8], u[8], G[8];
         /* v[n] = row n (low 256 bits) and row n + 8 (high 256 bits) */
         for (int n = 0; n < 8; n++)
@@ -181,8 +184,11 @@ void er_i2s_gemm_amx(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, i
         for (int t = 0; t < nt; t++) negsum[t] = -qsum_of(q + (size_t)(t0 + t) * ldq, k);
         for (int r0 = 0; r0 < r32; r0 += AMX_ROWS) {
             const uint8_t *wr = w + (size_t)r0 * row_bytes;
-            unpack_b16(wr, row_bytes, groups, bbuf, 2048);
-            unpack_b16(wr + 16 * row_bytes, row_bytes, groups, bbuf + 1024, 2048);
+            /* the next block (32 rows = 8k bytes, contiguous) is fetched while this one is unpacked:
+             * 512 bytes per group of each half */
+            const uint8_t *next = wr + AMX_ROWS * row_bytes;
+            unpack_b16(wr, row_bytes, groups, bbuf, 2048, next);
+            unpack_b16(wr + 16 * row_bytes, row_bytes, groups, bbuf + 1024, 2048, next + 16 * row_bytes);
             amx_block(bbuf, q + (size_t)t0 * ldq, (size_t)ldq, negsum, out + (size_t)t0 * ldo + r0, (size_t)ldo,
                       ksteps, nt);
         }
