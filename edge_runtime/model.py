@@ -19,7 +19,10 @@ from edge_runtime.cpu import default_threads
 from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
 from edge_runtime.model_file import open_model_file
 
-DEFAULT_BATCH = 32
+# Prompt tokens per forward batch. The tile GEMMs reuse each unpacked weight block across a
+# batch; on the AMX path 128 gives 1.7x the GEMM throughput of 32 (measured on a 2B4T-shaped
+# model). Scratch grows with it: about 17.5 MiB at 128 for 2B4T.
+DEFAULT_BATCH = 128
 KERNEL_ENV = "EDGE_RUNTIME_KERNEL"
 
 

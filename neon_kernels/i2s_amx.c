@@ -32,7 +32,7 @@
  * does that once before it offers this variant. Each call loads the tile configuration on
  * entry and releases the tiles on exit, so a thread holds no AMX state between calls. */
 #if defined(__x86_64__)
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8,avx2,fma,f16c")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,gfni,amx-tile,amx-int8,avx2,fma,f16c")
 #include <immintrin.h>
 #include <string.h>
 
@@ -77,7 +77,10 @@ static int32_t qsum_of(const int8_t *q, int k) {
  * weights 0..63 at b + (2g) * step and the tile of weights 64..127 at b + (2g + 1) * step. */
 static void unpack_b16(const uint8_t *w, size_t row_bytes, int groups, uint8_t *b, size_t step,
                        const uint8_t *pf) {
-    const __m512i mask3 = _mm512_set1_epi8(3);
+    /* (byte >> s) & 3 in one GF(2) affine op: output bit 0 <- input bit s, bit 1 <- bit s + 1 */
+#define CODE_AT(s) _mm512_set1_epi64((long long)((1ull << (s)) << 56 | (1ull << ((s) + 1)) << 48))
+    const __m512i at6 = CODE_AT(6), at4 = CODE_AT(4), at2 = CODE_AT(2), at0 = CODE_AT(0);
+#undef CODE_AT
     /* qword picks for the last transpose stage: lanes 0 and 2 of x and y, or lanes 1 and 3 */
     const __m512i pick_lo = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
     const __m512i pick_hi = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
@@ -107,10 +110,10 @@ static void unpack_b16(const uint8_t *w, size_t row_bytes, int groups, uint8_t *
         }
         uint8_t *b0 = b + (size_t)(2 * g) * step, *b1 = b0 + step;
         for (int d = 0; d < 8; d++) {
-            _mm512_store_si512((void *)(b0 + d * 64), _mm512_and_si512(_mm512_srli_epi16(G[d], 6), mask3));
-            _mm512_store_si512((void *)(b0 + (d + 8) * 64), _mm512_and_si512(_mm512_srli_epi16(G[d], 4), mask3));
-            _mm512_store_si512((void *)(b1 + d * 64), _mm512_and_si512(_mm512_srli_epi16(G[d], 2), mask3));
-            _mm512_store_si512((void *)(b1 + (d + 8) * 64), _mm512_and_si512(G[d], mask3));
+            _mm512_store_si512((void *)(b0 + d * 64), _mm512_gf2p8affine_epi64_epi8(G[d], at6, 0));
+            _mm512_store_si512((void *)(b0 + (d + 8) * 64), _mm512_gf2p8affine_epi64_epi8(G[d], at4, 0));
+            _mm512_store_si512((void *)(b1 + d * 64), _mm512_gf2p8affine_epi64_epi8(G[d], at2, 0));
+            _mm512_store_si512((void *)(b1 + (d + 8) * 64), _mm512_gf2p8affine_epi64_epi8(G[d], at0, 0));
         }
     }
 }
