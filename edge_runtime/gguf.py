@@ -17,8 +17,10 @@ from __future__ import annotations
 import enum
 import math
 import mmap
+import operator
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
@@ -263,11 +265,73 @@ def _value_type(code: int, cur: _Cursor, what: str, at: int) -> ValueType:
         raise cur.fail(what, f"unknown value type {code} (expected 0..12)", at) from None
 
 
+class StringArray(Sequence):
+    """A GGUF array of strings, read in place from the file's mapping: a string is decoded each
+    time it is read, and none is kept. A Llama-3 vocabulary (128k tokens, 280k merges) held as
+    Python strings costs about 33 MiB of RAM for the life of the model; most runs never read it
+    (the tokenizer is built on first use and keeps its own tables). Lengths were checked when
+    the file was opened. Compares equal to a list or tuple of the same strings."""
+
+    __slots__ = ("_buf", "_start", "_count", "_offsets")
+
+    def __init__(self, buf, start: int, count: int):
+        self._buf, self._start, self._count = buf, start, count
+        self._offsets: np.ndarray | None = None  # built on the first indexed read
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _check_open(self) -> None:
+        if getattr(self._buf, "closed", False):
+            raise ValueError("the GGUF file is closed; its string arrays can no longer be read")
+
+    def __iter__(self):
+        self._check_open()
+        buf, pos, unpack_u64 = self._buf, self._start, _U64.unpack_from
+        for _ in range(self._count):
+            length = unpack_u64(buf, pos)[0]
+            pos += 8
+            yield str(buf[pos : pos + length], "utf-8", "surrogateescape")
+            pos += length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._count))]
+        i = operator.index(index)
+        if i < 0:
+            i += self._count
+        if not 0 <= i < self._count:
+            raise IndexError(f"string array index {index} out of range (length {self._count})")
+        self._check_open()
+        if self._offsets is None:
+            offsets = np.empty(self._count, np.int64)
+            buf, pos, unpack_u64 = self._buf, self._start, _U64.unpack_from
+            for j in range(self._count):
+                offsets[j] = pos
+                pos += 8 + unpack_u64(buf, pos)[0]
+            self._offsets = offsets
+        pos = int(self._offsets[i])
+        length = _U64.unpack_from(self._buf, pos)[0]
+        return str(self._buf[pos + 8 : pos + 8 + length], "utf-8", "surrogateescape")
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (StringArray, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(s) for s in self[:3])
+        return f"StringArray([{head}{', ...' if self._count > 3 else ''}], {self._count} strings)"
+
+
 class GGUFReader:
     """A GGUF file mapped read-only and fully validated on open.
 
     Attributes: path, version, metadata (key -> value, in file order; numeric arrays as numpy
-    arrays, string arrays as list[str], nested arrays as lists), value_types (key ->
+    arrays, string arrays as StringArray (a read-only sequence of str decoded from the mapping
+    on access), nested arrays as lists), value_types (key ->
     ValueType or (ValueType.ARRAY, item type), for writing the same types back), tensors (name
     -> TensorInfo, in file order), alignment, data_offset, file_size, buffer (the mmap).
     String values that are not valid UTF-8 decode with "surrogateescape", so writing them back
@@ -404,12 +468,12 @@ class GGUFReader:
         return values, (ValueType.ARRAY, item_type)
 
     @staticmethod
-    def _read_string_array(cur: _Cursor, count: int, what: str) -> list[str]:
-        # The hot loop for tokenizer vocabularies (128k tokens + 280k merges): locals only.
+    def _read_string_array(cur: _Cursor, count: int, what: str) -> "StringArray":
+        # The hot loop for tokenizer vocabularies (128k tokens + 280k merges): locals only. The
+        # lengths are checked here; the strings are decoded only when someone reads them.
         buf, size, pos = cur.buf, cur.size, cur.pos
+        start = pos
         unpack_u64 = _U64.unpack_from
-        out = []
-        append = out.append
         for i in range(count):
             if size - pos < 8:
                 cur.pos = pos
@@ -422,11 +486,9 @@ class GGUFReader:
                     f"string length {length} runs past the end of the file ({size} bytes)",
                     pos - 8,
                 )
-            end = pos + length
-            append(str(buf[pos:end], "utf-8", "surrogateescape"))
-            pos = end
+            pos += length
         cur.pos = pos
-        return out
+        return StringArray(buf, start, count)
 
     def _alignment(self) -> int:
         if "general.alignment" not in self.metadata:
@@ -616,6 +678,8 @@ def infer_value_type(value: Any) -> ValueTypeSpec:
         return ValueType.STRING
     if isinstance(value, np.ndarray):
         return (ValueType.ARRAY, _value_type_of_dtype(value.dtype))
+    if isinstance(value, StringArray):
+        return (ValueType.ARRAY, ValueType.STRING)
     if isinstance(value, (list, tuple)):
         if not value:
             raise TypeError("cannot infer the item type of an empty array; pass vtype")

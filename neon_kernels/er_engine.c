@@ -434,10 +434,13 @@ static void forward_layer(er_engine *e, int l, int T, int pos) {
         rope_task(&rj, 0, 1);
     else
         er_pool_run(e->pool, rope_task, &rj);
-    /* one token: one head per item, so every thread has work; a batch: whole GQA groups (up
-     * to ATT_MAX_HEADS heads) per item, converting each K/V row once per group */
+    /* Work items of up to ATT_MAX_HEADS heads of one GQA group: each K/V row is converted once
+     * per item. Heads per item shrink until there are at least 4 items per thread (one token
+     * on several threads), so that every thread gets work. */
     const int group = c->n_heads / c->n_kv_heads;
-    attention_job aj = {e, l, T, pos, T == 1 ? 1 : (group < ATT_MAX_HEADS ? group : ATT_MAX_HEADS)};
+    int per_item = group < ATT_MAX_HEADS ? group : ATT_MAX_HEADS;
+    while (per_item > 1 && T * c->n_kv_heads * ((group + per_item - 1) / per_item) < 4 * e->n_threads) per_item--;
+    attention_job aj = {e, l, T, pos, per_item};
     er_pool_run(e->pool, attention_task, &aj);
     norm_quant(e, e->xb, e->xb, L->attn_sub_norm, T, qd);
     {
