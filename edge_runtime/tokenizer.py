@@ -23,7 +23,10 @@ import operator
 import os
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Iterable
+
+from .gguf import StringArray
 
 __all__ = [
     "LLAMA3_PRETOKENIZER_PATTERN",
@@ -269,9 +272,10 @@ class Tokenizer:
             )
         if not tokens:
             raise ValueError("tokenizer: the token list is empty")
-        self._tokens = list(tokens)
+        # A GGUF vocabulary stays in the file's mapping (decoded on access); a list is copied.
+        self._tokens = tokens if isinstance(tokens, StringArray) else list(tokens)
         self._token_types = list(token_types)
-        self._merges = list(merges)
+        self._merges = merges if isinstance(merges, _MergePairs) else list(merges)
         self._ignore_merges = ignore_merges
 
         self._id_to_bytes: list[bytes] = []
@@ -377,7 +381,7 @@ class Tokenizer:
         for key, value in (("tokens", tokens), ("merges", merges), ("token_type", token_types)):
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
                 raise ValueError(f"tokenizer.ggml.{key}: expected a list, got {type(value).__name__}")
-        pairs = [_split_merge(m, index, "tokenizer.ggml.merges") for index, m in enumerate(merges)]
+        pairs = _MergePairs(merges)  # split (and checked) as the merge table is built
         types = []
         for index, token_type in enumerate(token_types):
             try:
@@ -387,7 +391,7 @@ class Tokenizer:
                     f"tokenizer.ggml.token_type[{index}] = {token_type!r}; expected an integer"
                 ) from None
         return cls(
-            list(tokens), pairs, types,
+            tokens if isinstance(tokens, StringArray) else list(tokens), pairs, types,
             bos_id=bos_id, eos_id=eos_id, eot_id=eot_id, ignore_merges=True,
         )
 
@@ -696,6 +700,30 @@ def _literal_splitter(texts: Iterable[str]):
     if not ordered:
         return None
     return re.compile("|".join(map(re.escape, ordered)))
+
+
+class _MergePairs(Sequence):
+    """GGUF merges ("left right" strings) seen as (left, right) pairs, split on access. The
+    tokenizer keeps only its rank table; holding 280k pairs as tuples of Python strings would
+    cost about 50 MiB for the life of the model."""
+
+    __slots__ = ("_merges",)
+
+    def __init__(self, merges):
+        self._merges = merges
+
+    def __len__(self) -> int:
+        return len(self._merges)
+
+    def __iter__(self):
+        for index, merge in enumerate(self._merges):
+            yield _split_merge(merge, index, "tokenizer.ggml.merges")
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        i = operator.index(index)
+        return _split_merge(self._merges[i], i % len(self) if len(self) else i, "tokenizer.ggml.merges")
 
 
 def _split_merge(merge, index: int, where: str) -> tuple[str, str]:
