@@ -36,12 +36,12 @@ static const er_kernels k_avx2 = {
 };
 static const er_kernels k_avx512vnni = {
     ER_KERNEL_AVX512VNNI,    "avx512vnni",     er_quantize_row_i8_avx2, er_i2s_gemv_avx512vnni,
-    er_i2s_gemm_avx512vnni,  er_f16_gemv_avx2, er_quantize_row_q8_0_avx2, er_q8_0_gemv_avx2,
+    er_i2s_gemm_avx512vnni,  er_f16_gemv_avx2, er_quantize_row_q8_0_avx2, er_q8_0_gemv_avx512vnni,
     er_q4_0_gemv_avx2,
 };
 static const er_kernels k_amx = {
     ER_KERNEL_AMX,           "amx",            er_quantize_row_i8_avx2, er_i2s_gemv_avx512vnni,
-    er_i2s_gemm_amx,         er_f16_gemv_avx2, er_quantize_row_q8_0_avx2, er_q8_0_gemv_avx2,
+    er_i2s_gemm_amx,         er_f16_gemv_avx2, er_quantize_row_q8_0_avx2, er_q8_0_gemv_avx512vnni,
     er_q4_0_gemv_avx2,
 };
 #endif

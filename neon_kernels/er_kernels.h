@@ -125,8 +125,9 @@ void er_f16_gemv_avx2(const uint16_t *w, const float *x, float *out, int rows, i
 void er_quantize_row_q8_0_avx2(const float *x, er_block_q8_0 *y, int k);
 void er_q8_0_gemv_avx2(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
 void er_q4_0_gemv_avx2(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
-/* avx512vnni: the AVX2 kernels with an AVX-512 VNNI I2_S GEMV and GEMM */
+/* avx512vnni: the AVX2 kernels with AVX-512 VNNI I2_S GEMV and GEMM and Q8_0 head GEMV */
 void er_i2s_gemv_avx512vnni(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k);
+void er_q8_0_gemv_avx512vnni(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
 void er_i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
                             int k, int n_tok);
 /* amx: the avx512vnni kernels with an AMX-INT8 tile GEMM (prompt processing) */

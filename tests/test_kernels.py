@@ -1,5 +1,5 @@
 """Every kernel variant against the same case table (tests/kernel_cases.py): natively on x86
-(scalar, avx2, auto) and under qemu-aarch64 on Cortex-A53/A72 (Armv8.0, no sdot) and Cortex-A76
+(scalar, avx2, auto, and avx512vnni / amx where the CPU has them) and under qemu-aarch64 on Cortex-A53/A72 (Armv8.0, no sdot) and Cortex-A76
 (dotprod) models, through tests/kernel_driver.c.
 
 Integer results and quantized activations are compared bit for bit with the numpy reference;
@@ -8,6 +8,7 @@ step is exact). The scalar variant's run checks the C reference itself against n
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import shutil
@@ -25,7 +26,7 @@ DRIVER_SOURCE = REPO / "tests" / "kernel_driver.c"
 # The kernel files only: neon_kernels/ also holds the engine (forward pass, thread pool).
 KERNEL_SOURCES = [KERNEL_DIR / name for name in (
     "er_dispatch.c", "er_fp16.c", "i2s_ref.c", "head_ref.c",
-    "i2s_avx2.c", "head_avx2.c", "i2s_avx512vnni.c", "i2s_amx.c",
+    "i2s_avx2.c", "head_avx2.c", "i2s_avx512vnni.c", "i2s_amx.c", "head_avx512vnni.c",
     "i2s_neon.c", "head_neon.c", "i2s_neon_dot.c", "head_neon_dot.c",
 )]
 CROSS_CC = "aarch64-linux-gnu-gcc"
@@ -47,8 +48,20 @@ def _host_has_avx2() -> bool:
 
 
 HOST_HAS_AVX512VNNI = {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= _host_flags()
-# the amx variant also needs the OS to grant the tile state; Linux does from 5.16 on
-HOST_HAS_AMX = HOST_HAS_AVX512VNNI and {"amx_tile", "amx_int8"} <= _host_flags()
+
+
+def _os_grants_amx() -> bool:
+    """Linux hands the AMX tile state to a process that asks (arch_prctl ARCH_REQ_XCOMP_PERM,
+    from 5.16 on); the amx variant is offered only then."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(158, 0x1023, 18) == 0  # SYS_arch_prctl, XFEATURE_XTILEDATA
+    except (OSError, AttributeError):
+        return False
+
+
+HOST_HAS_AMX = (HOST_HAS_AVX512VNNI and {"amx_tile", "amx_int8"} <= _host_flags()
+                and platform.machine() == "x86_64" and _os_grants_amx())
 IS_X86 = platform.machine() in ("x86_64", "AMD64")
 
 # (config id, qemu cpu or None for native, EDGE_RUNTIME_KERNEL, variant the driver must report)
