@@ -297,11 +297,7 @@ class StringArray(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(self._count))]
-        i = operator.index(index)
-        if i < 0:
-            i += self._count
-        if not 0 <= i < self._count:
-            raise IndexError(f"string array index {index} out of range (length {self._count})")
+        i = range(self._count)[operator.index(index)]  # negative indices, IndexError
         self._check_open()
         if self._offsets is None:
             offsets = np.empty(self._count, np.int64)

@@ -391,7 +391,7 @@ class Tokenizer:
                     f"tokenizer.ggml.token_type[{index}] = {token_type!r}; expected an integer"
                 ) from None
         return cls(
-            tokens if isinstance(tokens, StringArray) else list(tokens), pairs, types,
+            tokens, pairs, types,
             bos_id=bos_id, eos_id=eos_id, eot_id=eot_id, ignore_merges=True,
         )
 
@@ -722,8 +722,8 @@ class _MergePairs(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        i = operator.index(index)
-        return _split_merge(self._merges[i], i % len(self) if len(self) else i, "tokenizer.ggml.merges")
+        i = range(len(self))[operator.index(index)]  # negative indices, IndexError
+        return _split_merge(self._merges[i], i, "tokenizer.ggml.merges")
 
 
 def _split_merge(merge, index: int, where: str) -> tuple[str, str]:

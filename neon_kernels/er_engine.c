@@ -224,16 +224,22 @@ static void norm_quant_task(void *ctx, int ith, int nth) {
     }
 }
 
-static void norm_quant(er_engine *e, float *y, const float *x, const float *weight, int T, int n) {
-    norm_quant_job j = {e, x, weight, y, T, n};
+/* A per-token task over T tokens: one token runs on the calling thread (no hand-off), a batch on
+ * the pool. */
+static void run_per_token(er_engine *e, int T, er_task_fn fn, void *ctx) {
     if (T == 1)
-        norm_quant_task(&j, 0, 1);
+        fn(ctx, 0, 1);
     else
-        er_pool_run(e->pool, norm_quant_task, &j);
+        er_pool_run(e->pool, fn, ctx);
 }
 
-static void run_bitlinear_ex(er_engine *e, int T, int n_mats, const er_i2s_tensor *const *W,
-                             float *const *out, const int *ldo, int residual, int relu2_glu) {
+static void norm_quant(er_engine *e, float *y, const float *x, const float *weight, int T, int n) {
+    norm_quant_job j = {e, x, weight, y, T, n};
+    run_per_token(e, T, norm_quant_task, &j);
+}
+
+static void run_bitlinear(er_engine *e, int T, int n_mats, const er_i2s_tensor *const *W,
+                          float *const *out, const int *ldo, int residual, int relu2_glu) {
     bitlinear_job j;
     memset(&j, 0, sizeof(j));
     j.e = e;
@@ -251,11 +257,6 @@ static void run_bitlinear_ex(er_engine *e, int T, int n_mats, const er_i2s_tenso
         j.ldo[m] = ldo[m];
     }
     er_pool_run(e->pool, bitlinear_task, &j);
-}
-
-static void run_bitlinear(er_engine *e, int T, int n_mats, const er_i2s_tensor *const *W,
-                          float *const *out, const int *ldo) {
-    run_bitlinear_ex(e, T, n_mats, W, out, ldo, 0, 0);
 }
 
 /* RoPE on the batch's queries and keys, and the keys and values into the f16 cache of layer l,
@@ -427,13 +428,10 @@ static void forward_layer(er_engine *e, int l, int T, int pos) {
         const er_i2s_tensor *W[3] = {&L->wq, &L->wk, &L->wv};
         float *out[3] = {e->q, e->kv_new, e->kv_new + kvd};
         const int ldo[3] = {qd, 2 * kvd, 2 * kvd};
-        run_bitlinear(e, T, 3, W, out, ldo);
+        run_bitlinear(e, T, 3, W, out, ldo, 0, 0);
     }
     rope_job rj = {e, l, T, pos};
-    if (T == 1)
-        rope_task(&rj, 0, 1);
-    else
-        er_pool_run(e->pool, rope_task, &rj);
+    run_per_token(e, T, rope_task, &rj);
     /* Work items of up to ATT_MAX_HEADS heads of one GQA group: each K/V row is converted once
      * per item. Heads per item shrink until there are at least 4 items per thread (one token
      * on several threads), so that every thread gets work. */
@@ -447,7 +445,7 @@ static void forward_layer(er_engine *e, int l, int T, int pos) {
         const er_i2s_tensor *W[1] = {&L->wo};
         float *out[1] = {e->x};
         const int ldo[1] = {dim};
-        run_bitlinear_ex(e, T, 1, W, out, ldo, 1, 0); /* x += Wo · ... */
+        run_bitlinear(e, T, 1, W, out, ldo, 1, 0); /* x += Wo · ... */
     }
 
     /* feed-forward block */
@@ -456,14 +454,14 @@ static void forward_layer(er_engine *e, int l, int T, int pos) {
         const er_i2s_tensor *W[2] = {&L->w_gate, &L->w_up};
         float *out[2] = {e->hb, e->hb2};
         const int ldo[2] = {ffn, ffn};
-        run_bitlinear_ex(e, T, 2, W, out, ldo, 0, 1); /* hb = relu(gate)^2 * up */
+        run_bitlinear(e, T, 2, W, out, ldo, 0, 1); /* hb = relu(gate)^2 * up */
     }
     norm_quant(e, e->hb, e->hb, L->ffn_sub_norm, T, ffn);
     {
         const er_i2s_tensor *W[1] = {&L->w_down};
         float *out[1] = {e->x};
         const int ldo[1] = {dim};
-        run_bitlinear_ex(e, T, 1, W, out, ldo, 1, 0); /* x += Wdown · ... */
+        run_bitlinear(e, T, 1, W, out, ldo, 1, 0); /* x += Wdown · ... */
     }
 }
 

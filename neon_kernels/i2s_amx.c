@@ -65,14 +65,6 @@ static void amx_configure(void) {
     _tile_loadconfig(&cfg);
 }
 
-static int32_t qsum_of(const int8_t *q, int k) {
-    const __m512i ones8 = _mm512_set1_epi8(1);
-    __m512i acc = _mm512_setzero_si512();
-    for (int i = 0; i < k; i += 64)
-        acc = _mm512_dpbusd_epi32(acc, ones8, _mm512_loadu_si512((const void *)(q + i)));
-    return _mm512_reduce_add_epi32(acc);
-}
-
 /* Unpack 16 rows (row_bytes apart) of I2_S codes into B tiles: for every group g, the tile of
  * weights 0..63 at b + (2g) * step and the tile of weights 64..127 at b + (2g + 1) * step. */
 static void unpack_b16(const uint8_t *w, size_t row_bytes, int groups, uint8_t *b, size_t step,
@@ -184,7 +176,7 @@ void er_i2s_gemm_amx(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, i
     amx_configure();
     for (int t0 = 0; t0 < n16; t0 += TOK_CHUNK) {
         const int nt = n16 - t0 < TOK_CHUNK ? n16 - t0 : TOK_CHUNK;
-        for (int t = 0; t < nt; t++) negsum[t] = -qsum_of(q + (size_t)(t0 + t) * ldq, k);
+        for (int t = 0; t < nt; t++) negsum[t] = -er_i2s_qsum_avx512(q + (size_t)(t0 + t) * ldq, k);
         for (int r0 = 0; r0 < r32; r0 += AMX_ROWS) {
             const uint8_t *wr = w + (size_t)r0 * row_bytes;
             /* the next block (32 rows = 8k bytes, contiguous) is fetched while this one is unpacked:

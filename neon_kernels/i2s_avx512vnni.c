@@ -36,7 +36,7 @@
 #define ER_INLINE static inline __attribute__((always_inline))
 
 /* sum(q[0..k)), k % 128 == 0 */
-static int32_t qsum_avx512(const int8_t *q, int k) {
+int32_t er_i2s_qsum_avx512(const int8_t *q, int k) {
     const __m512i ones8 = _mm512_set1_epi8(1);
     __m512i acc = _mm512_setzero_si512();
     for (int i = 0; i < k; i += 64)
@@ -129,7 +129,7 @@ ER_INLINE void gemv_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, in
 void er_i2s_gemv_avx512vnni(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k) {
     const size_t row_bytes = (size_t)k / 4;
     const int groups = k / ER_I2S_GROUP;
-    const int32_t qsum = qsum_avx512(q, k);
+    const int32_t qsum = er_i2s_qsum_avx512(q, k);
     const size_t pf = er_prefetch_distance(GEMV_ROWS * row_bytes);
     int r = 0;
     for (; r + GEMV_ROWS <= rows; r += GEMV_ROWS)
@@ -140,7 +140,7 @@ void er_i2s_gemv_avx512vnni(const uint8_t *w, const int8_t *q, int32_t *out, int
 void er_i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
                             int k, int n_tok) {
     _Static_assert(GEMM_TOKS <= ER_GEMM_MAX_TOKS, "qsum array of the blocking loop");
-    er_i2s_gemm_blocked(i2s_tile_rows, qsum_avx512, GEMM_ROWS, GEMM_TOKS, ROW_BLOCK_BYTES, w, q, ldq, out,
+    er_i2s_gemm_blocked(i2s_tile_rows, er_i2s_qsum_avx512, GEMM_ROWS, GEMM_TOKS, ROW_BLOCK_BYTES, w, q, ldq, out,
                         ldo, rows, k, n_tok);
 }
 #endif /* __x86_64__ */
