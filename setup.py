@@ -11,7 +11,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-C_SOURCES = sorted(glob.glob(os.path.join("neon_kernels", "*.c")))
+# the hand-written kernels, then the engine's C core (forward pass, thread pool, dispatch, fp16)
+ENGINE_CSRC = os.path.join("edge_runtime", "engine", "csrc")
+C_SOURCES = sorted(glob.glob(os.path.join("neon_kernels", "*.c"))) + sorted(glob.glob(os.path.join(ENGINE_CSRC, "*.c")))
 
 extra_compile_args = [
     "-O3",
@@ -27,9 +29,9 @@ if os.environ.get("EDGE_RUNTIME_DEBUG_BUILD"):
     extra_compile_args += ["-O0", "-g"]
 
 ext = Extension(
-    "edge_runtime._engine",
-    sources=["edge_runtime/_engine.pyx"] + C_SOURCES,
-    include_dirs=["neon_kernels"],
+    "edge_runtime.engine._engine",
+    sources=["edge_runtime/engine/_engine.pyx"] + C_SOURCES,
+    include_dirs=["neon_kernels", ENGINE_CSRC],
     extra_compile_args=extra_compile_args,
     extra_link_args=["-pthread", "-lm"],
 )

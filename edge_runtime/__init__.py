@@ -9,7 +9,7 @@ def __getattr__(name):
     # Model pulls in the compiled engine; importing it lazily keeps `convert` and friends usable
     # in environments that only need the file tools.
     if name == "Model":
-        from edge_runtime.model import Model
+        from edge_runtime.model.model import Model
 
         return Model
     raise AttributeError(f"module 'edge_runtime' has no attribute {name!r}")

@@ -9,17 +9,17 @@ import json
 import os
 import sys
 
-from edge_runtime.device_config import KERNEL_HELP
+from edge_runtime.board.device_config import KERNEL_HELP
 
 # subcommands implemented in their own modules: (name, module, help)
 EXTERNAL_COMMANDS = [
-    ("convert", "edge_runtime.convert", "write an edge-runtime GGUF from a Hugging Face dir or a TQ2_0 GGUF"),
-    ("ask-serial", "edge_runtime.serve_serial", "ask a question over a serial port (client side)"),
-    ("deploy", "edge_runtime.deploy", "copy, install and start edge-runtime on a board over SSH"),
+    ("convert", "edge_runtime.formats.convert", "write an edge-runtime GGUF from a Hugging Face dir or a TQ2_0 GGUF"),
+    ("ask-serial", "edge_runtime.serve.serial", "ask a question over a serial port (client side)"),
+    ("deploy", "edge_runtime.board.deploy", "copy, install and start edge-runtime on a board over SSH"),
 ]
 SERVE_COMMANDS = [
-    ("mqtt", "edge_runtime.serve_mqtt", "answer prompts published on an MQTT broker"),
-    ("serial", "edge_runtime.serve_serial", "answer prompts arriving on a serial port"),
+    ("mqtt", "edge_runtime.serve.mqtt", "answer prompts published on an MQTT broker"),
+    ("serial", "edge_runtime.serve.serial", "answer prompts arriving on a serial port"),
 ]
 
 
@@ -50,7 +50,7 @@ def _add_sampling_args(p):
 
 
 def _load_model(args):
-    from edge_runtime.model import Model
+    from edge_runtime.model.model import Model
 
     return Model(args.model, n_threads=args.threads, n_ctx=args.ctx, use_mlock=args.mlock,
                  use_mmap=not args.no_mmap, kernel=args.kernel, seed=getattr(args, "seed", None))
@@ -131,12 +131,12 @@ def cmd_chat(args):
 
 
 def cmd_info(args):
-    from edge_runtime import _engine
-    from edge_runtime.model_file import open_model_file
+    from edge_runtime.engine import _engine
+    from edge_runtime.formats.model_file import open_model_file
 
     path = args.model_path or args.model
     if not path:
-        from edge_runtime.model import default_model_path
+        from edge_runtime.model.model import default_model_path
 
         path = default_model_path()
         if not path:
@@ -163,7 +163,7 @@ def cmd_info(args):
         "kernels_available": _engine.available_kernels(),
     }
     try:
-        from edge_runtime.device_config import detect_board
+        from edge_runtime.board.device_config import detect_board
 
         info["board"], info["board_reason"] = detect_board()
     except Exception as exc:  # board detection is advisory
@@ -184,7 +184,7 @@ _TYPE_NAMES = {0: "F32", 1: "F16", 2: "Q4_0", 8: "Q8_0", 35: "TQ2_0", 36: "I2_S"
 
 
 def cmd_bench(args):
-    from edge_runtime.bench import main as bench_main
+    from edge_runtime.board.bench import main as bench_main
 
     return bench_main(args)
 
@@ -222,7 +222,7 @@ def build_parser():
     i.set_defaults(func=cmd_info)
 
     b = sub.add_parser("bench", help="measure prompt and decode speed")
-    from edge_runtime.bench import add_arguments as bench_args
+    from edge_runtime.board.bench import add_arguments as bench_args
 
     bench_args(b)
     b.set_defaults(func=cmd_bench)

@@ -26,7 +26,7 @@ n_vocab = 128256
 prompt = [int(t) for t in rng.integers(0, n_vocab, size=n_prompt)]
 gen = [int(t) for t in rng.integers(0, n_vocab, size=n_gen)]
 if kind == "edge":
-    from edge_runtime.model import Model
+    from edge_runtime.model.model import Model
     m = Model(path, n_threads=threads, n_ctx=n_prompt + n_gen + 8, n_batch=n_prompt)
     ev = lambda toks, pos: m._engine.eval(toks, pos)
     state_bytes = m.state_bytes
@@ -61,8 +61,8 @@ def main():
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/edge-runtime"))
     args = p.parse_args()
 
-    from edge_runtime.random_model import write_random_model
-    from edge_runtime.tokenizer import Tokenizer
+    from edge_runtime.formats.random_model import write_random_model
+    from edge_runtime.text.tokenizer import Tokenizer
 
     # llama.cpp refuses a file without a vocabulary: both files carry the real Llama-3 tokenizer
     os.makedirs(args.cache_dir, exist_ok=True)

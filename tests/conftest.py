@@ -13,7 +13,7 @@ def tiny_tokenizer(n_tokens=300):
     on the last three ids), as an edge_runtime Tokenizer."""
     from helpers_hf import make_tiny_tokenizer_json
 
-    from edge_runtime.tokenizer import Tokenizer
+    from edge_runtime.text.tokenizer import Tokenizer
 
     return Tokenizer.from_tokenizer_json(make_tiny_tokenizer_json(n_tokens), bos_id=n_tokens - 3,
                                          eos_id=n_tokens - 2, eot_id=n_tokens - 1)
@@ -22,7 +22,7 @@ def tiny_tokenizer(n_tokens=300):
 def write_tiny_chat_model(path, seed=0, head="q8_0"):
     """A random-weight tiny model WITH a tokenizer: runs every text path (generation, chat, serving)
     in milliseconds per token. Its text is noise; tests assert on protocol and mechanics."""
-    from edge_runtime.random_model import write_random_model
+    from edge_runtime.formats.random_model import write_random_model
 
     return write_random_model(str(path), shape="tiny", head=head, seed=seed, tokenizer=tiny_tokenizer())
 

@@ -20,10 +20,10 @@ gguf = pytest.importorskip("gguf")
 from gguf import quants as gguf_quants  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from edge_runtime import convert  # noqa: E402
+from edge_runtime.formats import convert  # noqa: E402
 from edge_runtime.errors import EdgeRuntimeError, ModelFormatError  # noqa: E402
-from edge_runtime.gguf import GGMLType, GGUFReader, dequantize, unpack_i2s  # noqa: E402
-from edge_runtime.model_file import open_model_file  # noqa: E402
+from edge_runtime.formats.gguf import GGMLType, GGUFReader, dequantize, unpack_i2s  # noqa: E402
+from edge_runtime.formats.model_file import open_model_file  # noqa: E402
 from helpers_hf import (  # noqa: E402
     effective_projection_weights, load_reference, make_tiny_bitnet_dir, make_tiny_tokenizer_json,
 )
@@ -191,7 +191,7 @@ def test_head_requantized_in_slabs_equals_in_one_go(tmp_path, monkeypatch):
     assert (tmp_path / "whole.gguf").read_bytes() == (tmp_path / "slabs.gguf").read_bytes()
     embedding = hf_state(d)["model.embed_tokens.weight"].float().numpy()
     with open_model_file(tmp_path / "slabs.gguf") as mf:
-        from edge_runtime.gguf import quantize_q4_0
+        from edge_runtime.formats.gguf import quantize_q4_0
 
         assert bytes(mf.reader.tensor_bytes("token_embd.weight")) == quantize_q4_0(embedding)
 
@@ -231,7 +231,7 @@ def test_llama3_tokenizer_fixture(tmp_path):
     assert tokens[128000] == "<|begin_of_text|>" and tokens[128009] == "<|eot_id|>"
     assert meta["tokenizer.ggml.eot_token_id"][0] == 128009
     assert types[:128000].tolist() == [1] * 128000 and set(types[128000:].tolist()) == {3}
-    from edge_runtime.gguf import GGUFWriter
+    from edge_runtime.formats.gguf import GGUFWriter
 
     w = GGUFWriter(tmp_path / "tok.gguf")
     for key, (value, vtype) in meta.items():

@@ -41,7 +41,7 @@ GREEDY_STEPS = 12
 GREEDY_SCRIPT = """\
 import json, sys
 import numpy as np
-from edge_runtime.model import Model
+from edge_runtime.model.model import Model
 
 def greedy(path, prompt, steps, kernel=None):
     model = Model(path, n_threads=1, n_ctx=64, kernel=kernel)
@@ -100,7 +100,7 @@ def test_check_wheel_refuses_a_wheel_for_another_machine(tmp_path):
     wheel = tmp_path / "edge_runtime-0.1.0-cp311-cp311-linux_x86_64.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         with open(sys.executable, "rb") as stream:
-            archive.writestr("edge_runtime/_engine.cpython-311-aarch64-linux-gnu.so",
+            archive.writestr("edge_runtime/engine/_engine.cpython-311-aarch64-linux-gnu.so",
                              stream.read(4096))
     with pytest.raises(BuildError, match="expected a linux_aarch64 platform tag"):
         check_wheel(wheel, "aarch64")
@@ -163,7 +163,7 @@ def test_wheel_tags_and_contents(target):
     assert wheel.name.endswith(f"-cp311-cp311-linux_{arch}.whl")
     modules = check_wheel(wheel, arch)
     triplet = {"aarch64": "aarch64-linux-gnu", "armv7l": "arm-linux-gnueabihf"}[arch]
-    assert modules == [f"edge_runtime/_engine.cpython-311-{triplet}.so"]
+    assert modules == [f"edge_runtime/engine/_engine.cpython-311-{triplet}.so"]
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         entry_points = next(archive.read(n).decode() for n in names
@@ -180,7 +180,7 @@ def test_wheel_tags_and_contents(target):
 def test_run_time_dispatch_on_each_core(target):
     for cpu, expected in target["target"].cores:
         result = _run_target(target["target"], target["root"], cpu, [
-            "-c", "from edge_runtime import _engine; print(_engine.best_kernel())"],
+            "-c", "from edge_runtime.engine import _engine; print(_engine.best_kernel())"],
             target["site"])
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == expected, cpu
@@ -188,7 +188,7 @@ def test_run_time_dispatch_on_each_core(target):
 
 @pytest.mark.slow
 def test_greedy_tokens_identical_to_this_machine(target, tmp_path):
-    from edge_runtime.random_model import write_random_model
+    from edge_runtime.formats.random_model import write_random_model
 
     model = write_random_model(tmp_path / "tiny.gguf", "tiny", seed=3)
     script = tmp_path / "greedy.py"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import subprocess_env
-from edge_runtime.model import Model, default_model_path
+from edge_runtime.model.model import Model, default_model_path
 from edge_runtime.training import corpus
 from edge_runtime.training.evaluate_runtime import FIELDS, evaluate, heldout_commands
 
@@ -54,7 +54,7 @@ def test_runtime_matches_the_reference_on_the_same_weights(model, tmp_path):
     torch = pytest.importorskip("torch")
     from helpers_hf import load_reference
 
-    from edge_runtime.chat_format import encode_chat
+    from edge_runtime.text.chat_format import encode_chat
     from edge_runtime.training.export_hf import gguf_to_hf_dir
 
     ref = load_reference(gguf_to_hf_dir(default_model_path(), tmp_path / "hf"), dtype="float32")

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.deploy import (
+from edge_runtime.board.deploy import (
     DeployError, add_arguments, deploy, main, render_unit, rollback, serve_command,
 )
-from edge_runtime.device_config import DeviceConfig, SerialDefaults, find_config, load_device_config
+from edge_runtime.board.device_config import DeviceConfig, SerialDefaults, find_config, load_device_config
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 REQUIRED_HARDENING = {

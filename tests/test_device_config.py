@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.device_config import (
+from edge_runtime.board.device_config import (
     BoardDetectionError, DeviceConfig, MemoryBudgetError, apply_affinity, builtin_configs,
     detect_board, effective_threads, find_config, kv_cache_bytes, load_builtin_configs,
     load_device_config, memory_guard, read_board_facts, read_mem_available, select_config,

@@ -6,10 +6,10 @@ import threading
 import numpy as np
 import pytest
 
-from edge_runtime import _engine
+from edge_runtime.engine import _engine
 from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
-from edge_runtime.model import ContextOverflowError, Model
-from edge_runtime.random_model import write_random_model
+from edge_runtime.model.model import ContextOverflowError, Model
+from edge_runtime.formats.random_model import write_random_model
 
 TOKENS = [5, 17, 300, 2, 2, 511, 0, 42, 99, 100, 101, 7, 3, 250, 128, 64, 1, 480, 33]
 
@@ -131,7 +131,7 @@ def test_bad_arguments(tiny_path):
 
 
 def test_state_is_allocated_up_front_and_rss_stays_flat(tiny_path):
-    from edge_runtime.cpu import rss_bytes
+    from edge_runtime.engine.cpu import rss_bytes
 
     with Model(tiny_path, n_ctx=512, n_threads=2) as m:
         assert m.state_bytes > 2 * 2 * 512 * 128 * 2  # at least the KV cache (layers*2*ctx*kv_dim*2B)
@@ -143,7 +143,7 @@ def test_state_is_allocated_up_front_and_rss_stays_flat(tiny_path):
 
 
 def test_memory_guard_refuses_with_numbers(tiny_path):
-    from edge_runtime.device_config import MemoryBudgetError
+    from edge_runtime.board.device_config import MemoryBudgetError
 
     with pytest.raises(MemoryBudgetError, match=r"KV cache .* exceeds the memory budget 1\.0 MiB"):
         Model(tiny_path, n_ctx=4096, memory_budget_mb=1)

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from edge_runtime.chat_format import ROLE_HEADERS
-from edge_runtime.json_schema import validate
-from edge_runtime.model import ContextOverflowError, Model
+from edge_runtime.text.chat_format import ROLE_HEADERS
+from edge_runtime.text.json_schema import validate
+from edge_runtime.model.model import ContextOverflowError, Model
 
 COMMAND_SCHEMA = {
     "type": "object",

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import ModelFormatError
-from edge_runtime.gguf import (
+from edge_runtime.formats.gguf import (
     GGMLType, GGUFReader, GGUFWriter, ValueType, _BLOCK_LAYOUT, dequantize, dequantize_q4_0,
     dequantize_q8_0, pack_i2s, quantize_q4_0, quantize_q8_0, tensor_nbytes, ternary_to_tq2_0,
     tq2_0_to_ternary, unpack_i2s,
 )
-from edge_runtime.model_file import ARCH, open_model_file
+from edge_runtime.formats.model_file import ARCH, open_model_file
 
 gguf = pytest.importorskip("gguf")  # the reference implementation, test-only
 gguf_quants = pytest.importorskip("gguf.quants")

@@ -1,4 +1,4 @@
-"""Tests for edge_runtime.json_schema against the real Llama-3 vocabulary (128,256 tokens)."""
+"""Tests for edge_runtime.text.json_schema against the real Llama-3 vocabulary (128,256 tokens)."""
 
 import codecs
 import itertools
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.json_schema import JsonSchemaConstraint, check_schema, validate
-from edge_runtime.sampling import Sampler, SamplingParams
+from edge_runtime.text.json_schema import JsonSchemaConstraint, check_schema, validate
+from edge_runtime.text.sampling import Sampler, SamplingParams
 
 TESTS_DIR = Path(__file__).resolve().parent
 TOKENIZER_PATHS = [TESTS_DIR / "data" / "llama3-tokenizer.json.xz",
@@ -572,7 +572,7 @@ def test_string_fast_path_equals_the_byte_walk(llama3):
 
 def test_automaton_rebuild_keeps_generation_valid(llama3, monkeypatch):
     """Past the state limit the shared automaton starts over; documents must not notice."""
-    from edge_runtime import json_schema as module
+    from edge_runtime.text import json_schema as module
     monkeypatch.setattr(module, "_MAX_AUTOMATON_STATES", 40)
     schema = {"type": "array", "minItems": 3, "maxItems": 3, "items": BATCH_WITH_ARRAYS}
     constraint = make_constraint(schema, llama3)

@@ -22,10 +22,11 @@ import kernel_cases as kc
 
 REPO = Path(__file__).resolve().parent.parent
 KERNEL_DIR = REPO / "neon_kernels"
+ENGINE_CSRC = REPO / "edge_runtime" / "engine" / "csrc"
 DRIVER_SOURCE = REPO / "tests" / "kernel_driver.c"
-# The kernel files only: neon_kernels/ also holds the engine (forward pass, thread pool).
-KERNEL_SOURCES = [KERNEL_DIR / name for name in (
-    "er_dispatch.c", "er_fp16.c", "i2s_ref.c", "head_ref.c",
+# The kernels, with the engine's dispatch table and fp16 conversion (no forward pass, no thread pool).
+KERNEL_SOURCES = [ENGINE_CSRC / "er_dispatch.c", ENGINE_CSRC / "er_fp16.c"] + [KERNEL_DIR / name for name in (
+    "i2s_ref.c", "head_ref.c",
     "i2s_avx2.c", "head_avx2.c", "i2s_avx512vnni.c", "i2s_amx.c", "head_avx512vnni.c",
     "i2s_neon.c", "head_neon.c", "i2s_neon_dot.c", "head_neon_dot.c",
 )]
@@ -255,7 +256,7 @@ def test_reference_q4_0_nibble_order():
 def test_fp16_conversions_agree_with_ieee_for_every_half():
     """The branch-free fp16 -> f32 (used by the KV cache and heads) on all 65536 bit patterns,
     and f32 -> fp16 round-half-even on every half and on the midpoints between neighbours."""
-    from edge_runtime import _engine
+    from edge_runtime.engine import _engine
 
     halves = np.arange(65536, dtype=np.uint32).astype(np.uint16)
     got = _engine.fp16_to_fp32(halves)

@@ -30,9 +30,9 @@ pytest.importorskip("transformers")
 
 from helpers_hf import load_reference, make_tiny_bitnet_dir, make_tiny_tokenizer_json  # noqa: E402
 
-from edge_runtime.convert import main as convert_main  # noqa: E402
-from edge_runtime.gguf import GGUFReader, dequantize  # noqa: E402
-from edge_runtime.model import Model  # noqa: E402
+from edge_runtime.formats.convert import main as convert_main  # noqa: E402
+from edge_runtime.formats.gguf import GGUFReader, dequantize  # noqa: E402
+from edge_runtime.model.model import Model  # noqa: E402
 
 VOCAB = 300
 N_TOKENS = 32
@@ -89,7 +89,7 @@ CASES = [
 def emulate_our_storage(ref, monkeypatch, head):
     """Make the reference keep K/V in f16 (and quantize a q8_0 head's input), as the engine does."""
     import transformers.models.bitnet.modeling_bitnet as mb
-    from edge_runtime.gguf import dequantize_q8_0, quantize_q8_0
+    from edge_runtime.formats.gguf import dequantize_q8_0, quantize_q8_0
 
     rope = mb.apply_rotary_pos_emb
 

@@ -1,4 +1,4 @@
-"""Tests for edge_runtime.sampling: determinism, each pipeline stage, masks, distribution."""
+"""Tests for edge_runtime.text.sampling: determinism, each pipeline stage, masks, distribution."""
 
 import time
 from collections import deque
@@ -6,7 +6,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from edge_runtime.sampling import Sampler, SamplingError, SamplingParams
+from edge_runtime.text.sampling import Sampler, SamplingError, SamplingParams
 
 LLAMA3_VOCAB = 128256
 # Every truncation and penalty off: the pure softmax at the given temperature.

@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from edge_runtime.serial_framing import (
+from edge_runtime.serve.serial_framing import (
     CRC_SUFFIX_LEN, E_BAD_CRC, E_BAD_REQUEST, END_OF_ANSWER, FramingError, LineReader, LineTooLong,
     TextRenderer, add_crc, clean_text_line, crc32_hex, decode_json_line, encode_json_line)
 

@@ -23,8 +23,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import edge_runtime
-from edge_runtime import serve_mqtt
-from edge_runtime.service import GenerationService, Limits
+from edge_runtime.serve import mqtt as serve_mqtt
+from edge_runtime.serve.service import GenerationService, Limits
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
@@ -264,7 +264,7 @@ def slow_model_path(tmp_path_factory):
     cancelled, queued behind or outlive a broker restart."""
     from conftest import tiny_tokenizer
 
-    from edge_runtime.random_model import write_random_model
+    from edge_runtime.formats.random_model import write_random_model
 
     path = tmp_path_factory.mktemp("slow-model") / "slow.gguf"
     return write_random_model(str(path), shape="tiny", tokenizer=tiny_tokenizer(), seed=1, dim=512, n_layers=8,
@@ -723,7 +723,7 @@ def test_command_line_errors_are_one_line_and_exit_1(tmp_path):
 # In process
 
 def test_an_exception_in_a_handler_is_logged_and_serving_goes_on(tiny_chat_model_path, broker, caplog):
-    from edge_runtime.model import Model
+    from edge_runtime.model.model import Model
 
     model = Model(tiny_chat_model_path, n_threads=1)
     service = GenerationService(model, Limits()).start()
@@ -743,7 +743,7 @@ def test_an_exception_in_a_handler_is_logged_and_serving_goes_on(tiny_chat_model
     stop = threading.Event()
     thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
     peer = Peer(broker.port)
-    caplog.set_level(logging.INFO, logger="edge_runtime.serve_mqtt")
+    caplog.set_level(logging.INFO, logger="edge_runtime.serve.mqtt")
     try:
         peer.subscribe("edge/inproc/status")
         thread.start()

@@ -20,8 +20,8 @@ import zlib
 import pytest
 
 from conftest import subprocess_env, tiny_tokenizer
-from edge_runtime.serial_framing import TextRenderer, encode_json_line
-from edge_runtime.serve_serial import CHUNK_CHARS, Outbox
+from edge_runtime.serve.serial_framing import TextRenderer, encode_json_line
+from edge_runtime.serve.serial import CHUNK_CHARS, Outbox
 
 LONG_SCHEMA = {"type": "object", "properties": {"a": {"type": "string", "minLength": 3000, "maxLength": 4000}},
                "required": ["a"]}
@@ -148,7 +148,7 @@ def check_stream(chunks, final):
 
 def write_slow_model(path):
     """Same tokenizer as the tiny model, ~7 ms per token on one thread: long enough to cancel."""
-    from edge_runtime.random_model import write_random_model
+    from edge_runtime.formats.random_model import write_random_model
 
     return write_random_model(str(path), shape="tiny", tokenizer=tiny_tokenizer(), dim=768, n_layers=8,
                               n_heads=6, n_kv_heads=2, ffn_dim=2048, name="random-slow")
@@ -163,7 +163,7 @@ class Expected:
     """Greedy answers computed in this process with the same model file: what the service must send."""
 
     def __init__(self, path):
-        from edge_runtime.model import Model
+        from edge_runtime.model.model import Model
 
         self.model = Model(path, n_threads=1)
         self.cache = {}

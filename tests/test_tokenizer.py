@@ -10,8 +10,8 @@ from tokenizers import Tokenizer as ReferenceTokenizer
 from tokenizers import Regex
 from tokenizers import pre_tokenizers
 
-from edge_runtime.chat_format import encode_chat, render_chat_text
-from edge_runtime.tokenizer import (
+from edge_runtime.text.chat_format import encode_chat, render_chat_text
+from edge_runtime.text.tokenizer import (
     LLAMA3_PRETOKENIZER_PATTERN,
     InvalidUTF8Error,
     Tokenizer,
@@ -337,7 +337,7 @@ def test_gguf_metadata_ids_default_from_token_text(tok):
 
 def _small_vocab():
     """A 260-token byte-level vocabulary: the 256 bytes, two merges, two control tokens."""
-    from edge_runtime.tokenizer import _BYTE_TO_CHAR
+    from edge_runtime.text.tokenizer import _BYTE_TO_CHAR
 
     tokens = list(_BYTE_TO_CHAR) + ["ab", "abc", "<|begin_of_text|>", "<|eot_id|>"]
     types = [TokenType.NORMAL] * 258 + [TokenType.CONTROL] * 2

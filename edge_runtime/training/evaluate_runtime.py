@@ -47,7 +47,7 @@ def evaluate(model, examples, max_tokens=48):
 
 
 def main(argv=None):
-    from edge_runtime.model import Model
+    from edge_runtime.model.model import Model
 
     p = argparse.ArgumentParser(prog="python -m edge_runtime.training.evaluate_runtime", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

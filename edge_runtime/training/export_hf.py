@@ -10,9 +10,9 @@ import os
 
 import numpy as np
 
-from edge_runtime.convert import HF_NORMS, HF_PROJECTIONS
-from edge_runtime.gguf import dequantize, unpack_i2s
-from edge_runtime.model_file import open_model_file
+from edge_runtime.formats.convert import HF_NORMS, HF_PROJECTIONS
+from edge_runtime.formats.gguf import dequantize, unpack_i2s
+from edge_runtime.formats.model_file import open_model_file
 
 
 def gguf_to_hf_dir(gguf_path, out_dir):

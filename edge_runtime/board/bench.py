@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from edge_runtime.device_config import KERNEL_HELP
+from edge_runtime.board.device_config import KERNEL_HELP
 
 
 def add_arguments(p):
@@ -36,7 +36,7 @@ def add_arguments(p):
 
 
 def random_model_path(shape, head, cache_dir):
-    from edge_runtime.random_model import write_random_model
+    from edge_runtime.formats.random_model import write_random_model
 
     os.makedirs(cache_dir, exist_ok=True)
     path = os.path.join(cache_dir, f"random-{shape}-{head}.gguf")
@@ -86,15 +86,15 @@ def run_bench(model, prompt_tokens, gen_tokens, repeats, seed=0):
 
 
 def main(args):
-    from edge_runtime.cpu import peak_rss_bytes
-    from edge_runtime.model import Model
+    from edge_runtime.engine.cpu import peak_rss_bytes
+    from edge_runtime.model.model import Model
 
     if args.random:
         path = random_model_path(args.random, args.head, args.cache_dir)
     elif args.model:
         path = args.model
     else:
-        from edge_runtime.model import default_model_path
+        from edge_runtime.model.model import default_model_path
 
         path = default_model_path()
         if path is None:

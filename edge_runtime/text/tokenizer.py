@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Iterable
 
-from .gguf import StringArray
+from edge_runtime.formats.gguf import StringArray
 
 __all__ = [
     "LLAMA3_PRETOKENIZER_PATTERN",

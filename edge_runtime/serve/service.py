@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 
-log = logging.getLogger("edge_runtime.service")
+log = logging.getLogger("edge_runtime.serve.service")
 
 # error codes (stable: clients switch on them)
 E_BAD_REQUEST = "bad_request"
@@ -129,7 +129,7 @@ def parse_request(obj, limits: Limits = Limits(), context=None) -> GenerationReq
         if key in options and not (lo <= options[key] <= hi):
             raise bad(f"\"{key}\" must be in [{lo}, {hi}], got {options[key]}")
     if "json_schema" in options:
-        from edge_runtime.json_schema import check_schema
+        from edge_runtime.text.json_schema import check_schema
 
         try:
             check_schema(options["json_schema"])
@@ -310,7 +310,7 @@ class GenerationService:
                 "usage": usage or {}, "timings": timings}
 
     def status(self):
-        from edge_runtime.cpu import rss_bytes
+        from edge_runtime.engine.cpu import rss_bytes
 
         return {"model": self.model.name, "kernel": self.model.kernel, "busy": self.busy,
                 "queue_depth": self.queue_depth, "served": self.served,
@@ -323,14 +323,14 @@ def load_model_for_board(path, board=None, *, threads=None, n_ctx=None, no_mmap=
                          seed=None):
     """The Model a service runs: command-line values first, then the board config (threads, n_ctx,
     CPU affinity, mmap/mlock, memory budget), then defaults."""
-    from edge_runtime.model import Model, default_model_path
+    from edge_runtime.model.model import Model, default_model_path
 
     path = path or default_model_path()
     if path is None:
         raise ValueError("give -m MODEL (this build ships no default model)")
     use_mmap, use_mlock, budget_mb = not no_mmap, bool(mlock), None
     if board is not None:
-        from edge_runtime.device_config import apply_affinity, effective_threads
+        from edge_runtime.board.device_config import apply_affinity, effective_threads
 
         apply_affinity(board.cpu_affinity)
         threads = threads or effective_threads(board)

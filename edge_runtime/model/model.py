@@ -14,10 +14,10 @@ import uuid
 
 import numpy as np
 
-from edge_runtime import _engine
-from edge_runtime.cpu import default_threads
+from edge_runtime.engine import _engine
+from edge_runtime.engine.cpu import default_threads
 from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
-from edge_runtime.model_file import open_model_file
+from edge_runtime.formats.model_file import open_model_file
 
 # Prompt tokens per forward batch. The tile GEMMs reuse each unpacked weight block across a
 # batch; on the AMX path 128 gives 1.7x the GEMM throughput of 32 (measured on a 2B4T-shaped
@@ -32,7 +32,7 @@ class ContextOverflowError(EdgeRuntimeError, ValueError):
 
 def default_model_path():
     """The small model that ships inside the package, or None if this build has none."""
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
     if os.path.isdir(here):
         for name in sorted(os.listdir(here)):
             if name.endswith(".gguf"):
@@ -114,7 +114,7 @@ class Model:
 
     def _check_memory(self, n_ctx, n_batch, budget_mb):
         """Refuse a load that cannot fit (model + KV cache + scratch) rather than swap a board to death."""
-        from edge_runtime.device_config import memory_guard
+        from edge_runtime.board.device_config import memory_guard
 
         c = self.config
         wide = max(c.dim, c.ffn_dim, c.n_heads * c.head_dim)
@@ -158,7 +158,7 @@ class Model:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from edge_runtime.tokenizer import Tokenizer
+            from edge_runtime.text.tokenizer import Tokenizer
 
             meta = self._mf.tokenizer_metadata
             if not meta or "tokenizer.ggml.tokens" not in meta:
@@ -235,14 +235,14 @@ class Model:
     # ------------------------------------------------------------------------------------------
     def _generate(self, prompt_tokens, max_tokens, sampling, stop, json_schema, timings):
         """Yields (token_id, text_piece, finish_reason_or_None). Text pieces are complete UTF-8."""
-        from edge_runtime.sampling import Sampler
+        from edge_runtime.text.sampling import Sampler
 
         tok = self.tokenizer
         end_ids = self._end_ids()
         sampler = Sampler(sampling, self.n_vocab)
         constraint = None
         if json_schema is not None:
-            from edge_runtime.json_schema import JsonSchemaConstraint
+            from edge_runtime.text.json_schema import JsonSchemaConstraint
 
             if self._token_bytes is None:
                 self._token_bytes = [tok.token_bytes(i) for i in range(self.n_vocab)]
@@ -353,7 +353,7 @@ class Model:
 
     def _sampling(self, temperature, top_k, top_p, min_p, repeat_penalty, seed, presence_penalty,
                   frequency_penalty):
-        from edge_runtime.sampling import SamplingParams
+        from edge_runtime.text.sampling import SamplingParams
 
         if seed is None:
             seed = self._seed
@@ -458,7 +458,7 @@ class Model:
     def create_chat_completion(self, messages, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95,
                                min_p=0.05, repeat_penalty=1.1, seed=None, stop=None, json_schema=None,
                                stream=False, presence_penalty=0.0, frequency_penalty=0.0, truncate=False):
-        from edge_runtime.chat_format import encode_chat
+        from edge_runtime.text.chat_format import encode_chat
 
         sampling = self._sampling(temperature, top_k, top_p, min_p, repeat_penalty, seed, presence_penalty,
                                   frequency_penalty)

@@ -1,13 +1,13 @@
 """`edge-runtime serve serial`: answer prompts arriving on a serial port (UART, USB adapter, pty).
 
-JSON mode (default): one JSON object per line, replies in the shapes of edge_runtime.service:
+JSON mode (default): one JSON object per line, replies in the shapes of edge_runtime.serve.service:
     {"id": 7, "prompt": "...", ...options}   ->  {"id": 7, "seq": n, "text": "..."} ... then
                                                  {"id": 7, "done": true, "text", "finish_reason", ...}
     {"cancel": 7}                            ->  {"cancel": 7, "ok": true} (then the final "cancelled" line)
     {"ping": 1}                              ->  {"pong": 1, ...status, "serial": {...}}
     {"hello": 1}                             ->  {"hello": 1, "session": "3.1"}: a new id namespace
 Text mode (--text): a line in, the answer out, ended by an empty line; Ctrl-C cancels.
-Framing, CRC and line limits: edge_runtime.serial_framing.
+Framing, CRC and line limits: edge_runtime.serve.serial_framing.
 
 Threads: the main thread reads the port, a writer thread drains an Outbox to it, the service's
 worker generates. Reading never waits on writing, so a cancel is seen while a reply crawls out
@@ -31,13 +31,13 @@ import sys
 import threading
 import time
 
-from edge_runtime.serial_framing import (
+from edge_runtime.serve.serial_framing import (
     E_BAD_REQUEST, E_LINE_TOO_LONG, ETX, FramingError, LineReader, LineTooLong, TextRenderer,
     clean_text_line, decode_json_line, encode_json_line)
-from edge_runtime.device_config import KERNEL_HELP
-from edge_runtime.service import GenerationService, Limits, RequestError, error_reply, parse_request
+from edge_runtime.board.device_config import KERNEL_HELP
+from edge_runtime.serve.service import GenerationService, Limits, RequestError, error_reply, parse_request
 
-log = logging.getLogger("edge_runtime.serve_serial")
+log = logging.getLogger("edge_runtime.serve.serial")
 
 DEFAULT_BAUD = 115200
 DEFAULT_MAX_LINE = 65536      # bytes; a prompt at the service's 16384-character limit fits as JSON
@@ -658,7 +658,7 @@ def _usage_error(message):
 
 
 def _load_model(args, config):
-    from edge_runtime.service import load_model_for_board
+    from edge_runtime.serve.service import load_model_for_board
 
     return load_model_for_board(args.model, config, threads=args.threads, n_ctx=args.ctx, no_mmap=args.no_mmap,
                                 mlock=args.mlock, kernel=args.kernel, seed=args.seed)
@@ -669,7 +669,7 @@ def main(args):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = None
     if args.config:
-        from edge_runtime.device_config import find_config
+        from edge_runtime.board.device_config import find_config
 
         config = find_config(args.config)
     port = args.port or (config.serial.port if config else None)
@@ -711,4 +711,4 @@ def main(args):
 
 
 # the client lives in its own module; the CLI finds it here
-from edge_runtime.serial_client import add_client_arguments, client_main  # noqa: E402,F401
+from edge_runtime.serve.serial_client import add_client_arguments, client_main  # noqa: E402,F401

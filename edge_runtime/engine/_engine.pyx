@@ -7,7 +7,7 @@ from libc.string cimport memset
 
 import numpy as np
 
-from edge_runtime._cdefs cimport *
+from edge_runtime.engine._cdefs cimport *
 
 GGML_TYPE_F32 = 0
 GGML_TYPE_F16 = 1

@@ -27,12 +27,12 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import EdgeRuntimeError, ModelFormatError
-from .gguf import (
+from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
+from edge_runtime.formats.gguf import (
     GGMLType, GGUFReader, GGUFWriter, TQ2_0_BLOCK, ValueType, bf16_to_f32, dequantize,
     pack_i2s, quantize, tensor_nbytes, ternary_to_tq2_0, tq2_0_to_ternary, unpack_i2s,
 )
-from .model_file import (
+from edge_runtime.formats.model_file import (
     ARCH, LAYER_NORMS, LAYER_PROJECTIONS, LLAMA_CPP_BITNET_ARCH, ModelConfig, expected_tensors,
     open_model_file,
 )

@@ -23,8 +23,8 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from .errors import ModelFormatError
-from .gguf import GGMLType, GGUFReader, I2S_GROUP, TensorInfo, ValueType, i2s_scale
+from edge_runtime.errors import ModelFormatError
+from edge_runtime.formats.gguf import GGMLType, GGUFReader, I2S_GROUP, TensorInfo, ValueType, i2s_scale
 
 ARCH = "bitnet-b1.58"
 LLAMA_CPP_BITNET_ARCH = "bitnet"

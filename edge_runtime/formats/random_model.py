@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from edge_runtime.gguf import GGMLType, GGUFWriter
+from edge_runtime.formats.gguf import GGMLType, GGUFWriter
 
 ARCH = "bitnet-b1.58"
 
@@ -56,7 +56,7 @@ def _random_head(rng, rows, cols, head):
 def write_random_model(path, shape="tiny", head="q8_0", seed=0, name=None, tokenizer=None, **overrides):
     """Write a random BitNet b1.58 GGUF of a named shape (see SHAPES) to path; returns path.
 
-    tokenizer: an edge_runtime.tokenizer.Tokenizer to store in the file (the vocabulary size then
+    tokenizer: an edge_runtime.text.tokenizer.Tokenizer to store in the file (the vocabulary size then
     follows the tokenizer)."""
     if shape not in SHAPES:
         raise ValueError(f"shape {shape!r}: expected one of {sorted(SHAPES)}")

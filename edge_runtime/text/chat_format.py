@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from edge_runtime.tokenizer import Tokenizer
+from edge_runtime.text.tokenizer import Tokenizer
 
 __all__ = ["ROLE_HEADERS", "encode_chat", "render_chat_text", "validate_messages"]
 

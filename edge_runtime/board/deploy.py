@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from edge_runtime.device_config import (
+from edge_runtime.board.device_config import (
     DeviceConfig, detect_board, find_config, load_builtin_configs,
 )
 

@@ -9,7 +9,7 @@ Topics (prefix "edge", device id = hostname by default):
   <prefix>/<device>/metrics          retained JSON, every --metrics-interval seconds
   <prefix>/fleet/request, /cancel    with --group G: requests shared among the group
                                      ($share/G/<prefix>/fleet/request), replies on <prefix>/fleet/response/<id>
-Reply shapes and error codes are those of edge_runtime.service; the final reply adds "device".
+Reply shapes and error codes are those of edge_runtime.serve.service; the final reply adds "device".
 
 Threads: paho's network thread runs the callbacks (decode, validate, queue: never blocking), the
 service's worker thread generates and publishes replies, the main thread publishes metrics and
@@ -36,12 +36,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_runtime.device_config import KERNEL_HELP
+from edge_runtime.board.device_config import KERNEL_HELP
 from edge_runtime.errors import EdgeRuntimeError
-from edge_runtime.service import (E_BAD_REQUEST, E_DUPLICATE, E_TOO_LARGE, GenerationService, Limits,
+from edge_runtime.serve.service import (E_BAD_REQUEST, E_DUPLICATE, E_TOO_LARGE, GenerationService, Limits,
                                   RequestError, error_reply, parse_request)
 
-log = logging.getLogger("edge_runtime.serve_mqtt")
+log = logging.getLogger("edge_runtime.serve.mqtt")
 
 DEFAULT_PREFIX = "edge"
 DEFAULT_PORT, DEFAULT_TLS_PORT = 1883, 8883
@@ -326,7 +326,7 @@ class MqttServer:
         client.on_subscribe = guarded(self._on_subscribe)
         client.on_publish = guarded(self._on_publish)
         if log.isEnabledFor(logging.DEBUG):
-            client.enable_logger(logging.getLogger("edge_runtime.serve_mqtt.paho"))
+            client.enable_logger(logging.getLogger("edge_runtime.serve.mqtt.paho"))
         return client
 
     def _connect_properties(self):
@@ -708,7 +708,7 @@ def limits_from_args(args) -> Limits:
 
 
 def load_model(args, board=None):
-    from edge_runtime.service import load_model_for_board
+    from edge_runtime.serve.service import load_model_for_board
 
     return load_model_for_board(args.model, board, threads=args.threads, n_ctx=args.ctx, no_mmap=args.no_mmap,
                                 mlock=args.mlock, kernel=args.kernel)
@@ -738,7 +738,7 @@ def main(args) -> int:
     _configure_logging(getattr(args, "debug", False))
     board = None
     if args.config is not None:
-        from edge_runtime.device_config import find_config
+        from edge_runtime.board.device_config import find_config
 
         board = find_config(args.config)
     settings = settings_from_args(args, board)

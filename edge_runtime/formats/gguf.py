@@ -26,7 +26,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
-from .errors import ModelFormatError
+from edge_runtime.errors import ModelFormatError
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)

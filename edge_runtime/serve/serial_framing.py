@@ -28,7 +28,7 @@ import json
 import re
 import zlib
 
-# error codes of line-level problems (the service's own codes are in edge_runtime.service)
+# error codes of line-level problems (the service's own codes are in edge_runtime.serve.service)
 E_BAD_REQUEST = "bad_request"      # not UTF-8, not JSON, not an object
 E_LINE_TOO_LONG = "line_too_long"
 E_BAD_CRC = "bad_crc"

@@ -337,7 +337,7 @@ def load_device_config(path: str | os.PathLike) -> DeviceConfig:
 # source checkout has them in the top-level device_configs/.
 
 def builtin_config_dir() -> Path:
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parents[1]
     candidates = (package_dir / "device_configs", package_dir.parent / "device_configs")
     for candidate in candidates:
         if any(candidate.glob("*.toml")):

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from edge_runtime.serial_framing import (
+from edge_runtime.serve.serial_framing import (
     E_BAD_CRC, E_BAD_REQUEST, E_LINE_TOO_LONG, FramingError, LineReader, LineTooLong, decode_json_line,
     encode_json_line)
 

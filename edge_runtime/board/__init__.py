@@ -1,0 +1,1 @@
+"""The board: device configs, memory guard, CPU affinity, benchmarks and deployment."""

@@ -1,0 +1,1 @@
+"""Serving: the transport-free generation service, MQTT and serial transports and their clients."""
