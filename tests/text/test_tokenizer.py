@@ -20,7 +20,7 @@ from edge_runtime.text.tokenizer import (
 )
 from tokenizer_corpus import EDGE_CASES, build_corpus, build_long_prompt
 
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "llama3-tokenizer.json.xz")
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "llama3-tokenizer.json.xz")
 
 BOS, EOS, EOT = 128000, 128001, 128009
 

@@ -20,7 +20,7 @@ import pytest
 
 import kernel_cases as kc
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 KERNEL_DIR = REPO / "neon_kernels"
 ENGINE_CSRC = REPO / "edge_runtime" / "engine" / "csrc"
 DRIVER_SOURCE = REPO / "tests" / "kernel_driver.c"

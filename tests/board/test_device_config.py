@@ -13,7 +13,7 @@ from edge_runtime.board.device_config import (
     load_device_config, memory_guard, read_board_facts, read_mem_available, select_config,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXPECTED_BOARDS = {"raspberry-pi-5", "raspberry-pi-4", "raspberry-pi-3", "rk3588",
                    "jetson-orin-nano", "android-termux", "generic-x86_64", "generic-arm"}
 

@@ -28,7 +28,7 @@ from helpers_hf import (  # noqa: E402
     effective_projection_weights, load_reference, make_tiny_bitnet_dir, make_tiny_tokenizer_json,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LLAMA3_TOKENIZER = REPO.parent / "shared" / "fixtures" / "llama3-tokenizer.json.xz"
 HF_NORMS = {"attn_norm": "input_layernorm", "attn_sub_norm": "self_attn.attn_sub_norm",
             "ffn_norm": "post_attention_layernorm", "ffn_sub_norm": "mlp.ffn_sub_norm"}
@@ -489,7 +489,7 @@ def test_interrupted_convert_leaves_no_output(tmp_path):
 def test_command_line(tmp_path):
     d = make_tiny_bitnet_dir(tmp_path / "hf", seed=14)
     # the edge_runtime this test imported (installed or the source tree), not whatever is first
-    package_root = str(Path(convert.__file__).resolve().parents[1])
+    package_root = str(Path(convert.__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=package_root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run([sys.executable, "-m", "edge_runtime", "convert", d, "-o", str(tmp_path / "m.gguf"),
                            "--progress", "--head", "q8_0"], capture_output=True, text=True, env=env,

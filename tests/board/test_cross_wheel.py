@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "deploy"))
 from build_wheel import (  # noqa: E402
     BuildError, build_wheel, check_wheel, download_wheelhouse, elf_machine,

@@ -13,7 +13,7 @@ import pytest
 from edge_runtime.text.json_schema import JsonSchemaConstraint, check_schema, validate
 from edge_runtime.text.sampling import Sampler, SamplingParams
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 TOKENIZER_PATHS = [TESTS_DIR / "data" / "llama3-tokenizer.json.xz",
                    Path("/work/shared/fixtures/llama3-tokenizer.json.xz")]
 EOS_IDS = {128001, 128009}
