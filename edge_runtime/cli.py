@@ -1,4 +1,4 @@
-"""`edge-runtime` command line: run, chat, info, convert, bench, serve {mqtt,serial}, ask-serial, deploy.
+"""`edge-runtime` command line: run, chat, info, convert, bench, serve {mqtt,serial}, ask-serial, deploy, assist.
 
 Exit codes: 0 success, 2 usage error (argparse), 1 runtime error. Errors are one line on stderr;
 --debug shows the traceback.
@@ -16,6 +16,7 @@ EXTERNAL_COMMANDS = [
     ("convert", "edge_runtime.formats.convert", "write an edge-runtime GGUF from a Hugging Face dir or a TQ2_0 GGUF"),
     ("ask-serial", "edge_runtime.serve.serial", "ask a question over a serial port (client side)"),
     ("deploy", "edge_runtime.board.deploy", "copy, install and start edge-runtime on a board over SSH"),
+    ("assist", "edge_runtime.assist.cli", "act on a request: Home Assistant devices announced over MQTT"),
 ]
 SERVE_COMMANDS = [
     ("mqtt", "edge_runtime.serve.mqtt", "answer prompts published on an MQTT broker"),

@@ -1,0 +1,221 @@
+"""The assistant: a request in words -> a Home Assistant action call on this home's entities.
+
+    a = Assistant(home)                                  # the embedded model
+    r = a.interpret("dim the landing light to 40 percent")
+    # {"action": "light.turn_on", "entity_id": "light.landing", "data": {"brightness_pct": 40}, "reply": "..."}
+    a.execute(r)                                         # publishes what Home Assistant would
+
+How one request goes (each step can only narrow what the next may do):
+
+1. ``lexicon.normalize`` spells the request canonically; ``lexicon.permitted_intents`` decides from its
+   verbs alone which intents the reply may take (never the opposite of what was asked).
+2. The model fills the slots (slots.py), constrained by a JSON Schema built for this request: the
+   intent is one of the permitted ones, the name and area are spans of the request, the value one of
+   its numbers. It cannot name an entity, invent a number or flip a verb.
+3. ``resolve.find`` grounds the spans in the registry; nothing found or ambiguous -> no action.
+4. The intent and the entity's domain give the action (``ACTIONS``); the action is checked against the
+   permitted intents once more, and the data against the entity's ranges.
+5. Unlocking, opening a garage door or gate, and disarming carry ``"confirm": true``;
+   ``execute`` refuses them without confirmation.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from edge_runtime.assist import lexicon, resolve, slots
+from edge_runtime.assist.actions import execute as _execute
+from edge_runtime.assist.actions import needs_confirmation
+from edge_runtime.assist.states import describe
+
+MAX_TEXT_CHARS = 500
+
+# (intent, domain) -> the Home Assistant action; anything absent is not something that intent does
+ACTIONS = {
+    ("turn_on", "light"): "light.turn_on", ("turn_off", "light"): "light.turn_off",
+    ("turn_on", "switch"): "switch.turn_on", ("turn_off", "switch"): "switch.turn_off",
+    ("turn_on", "fan"): "fan.turn_on", ("turn_off", "fan"): "fan.turn_off",
+    ("turn_on", "climate"): "climate.turn_on", ("turn_off", "climate"): "climate.turn_off",
+    ("stop", "fan"): "fan.turn_off", ("stop", "light"): "light.turn_off", ("stop", "switch"): "switch.turn_off",
+    ("open", "cover"): "cover.open_cover", ("close", "cover"): "cover.close_cover",
+    ("stop", "cover"): "cover.stop_cover", ("position", "cover"): "cover.set_cover_position",
+    ("lock", "lock"): "lock.lock", ("unlock", "lock"): "lock.unlock",
+    ("brightness", "light"): "light.turn_on", ("fan_speed", "fan"): "fan.set_percentage",
+    ("temperature", "climate"): "climate.set_temperature", ("hvac_mode", "climate"): "climate.set_hvac_mode",
+}
+
+# the intent whose permission an action needs: the final gate between the model and the wire
+ACTION_INTENT = {
+    "light.turn_off": "turn_off", "switch.turn_on": "turn_on", "switch.turn_off": "turn_off",
+    "fan.turn_on": "turn_on", "fan.turn_off": "turn_off", "climate.turn_on": "turn_on",
+    "climate.turn_off": "turn_off", "cover.open_cover": "open", "cover.close_cover": "close",
+    "cover.stop_cover": "stop", "cover.set_cover_position": "position", "lock.lock": "lock",
+    "lock.unlock": "unlock", "fan.set_percentage": "fan_speed", "climate.set_temperature": "temperature",
+    "climate.set_hvac_mode": "hvac_mode",
+}
+
+_VERBING = {"light.turn_on": "Turning on", "light.turn_off": "Turning off", "switch.turn_on": "Turning on",
+            "switch.turn_off": "Turning off", "fan.turn_on": "Turning on", "fan.turn_off": "Turning off",
+            "climate.turn_on": "Turning on", "climate.turn_off": "Turning off", "cover.open_cover": "Opening",
+            "cover.close_cover": "Closing", "cover.stop_cover": "Stopping", "lock.lock": "Locking",
+            "lock.unlock": "Unlocking", "cover.set_cover_position": "Setting", "fan.set_percentage": "Setting",
+            "climate.set_temperature": "Setting", "climate.set_hvac_mode": "Setting"}
+
+
+def _nothing(reply: str, **extra) -> dict:
+    return {"action": None, "reply": reply, **extra}
+
+
+def _label(entities) -> str:
+    names = [e.friendly_name or e.name or e.entity_id for e in entities]
+    if len(names) == 1:
+        return "the " + names[0]
+    if len(names) <= 3:
+        return "the " + ", ".join(names[:-1]) + " and " + names[-1]
+    return f"{len(names)} devices"
+
+
+def _number(v):
+    return int(v) if float(v).is_integer() else round(float(v), 2)
+
+
+class Assistant:
+    """Interprets requests against one home, and executes the results on it."""
+
+    def __init__(self, home, model=None, *, n_threads: int = 1, max_tokens: int = 64):
+        self.home = home
+        self._own_model = model is None
+        if model is None:
+            from edge_runtime.model import Model
+            model = Model(None, n_threads=n_threads, n_ctx=512)
+        self.model = model
+        self.max_tokens = max_tokens
+        self._lock = threading.Lock()
+
+    def close(self):
+        if self._own_model:
+            self.model.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- step 2: the model fills the slots -------------------------------------------------------
+    def slots_for(self, text: str, normalized: str, permitted: set) -> dict | None:
+        ws = lexicon.words_of(normalized)
+        schema = slots.slot_schema(ws, lexicon.numbers_in(normalized), permitted)
+        with self._lock:
+            out = self.model.create_chat_completion(slots.messages(normalized), max_tokens=self.max_tokens,
+                                                    temperature=0.0, repeat_penalty=1.0, json_schema=schema)
+        return slots.parse_slots(out["choices"][0]["message"]["content"])
+
+    # -- the whole path --------------------------------------------------------------------------
+    def interpret(self, text) -> dict:
+        if not isinstance(text, str) or not text.strip():
+            return _nothing("I didn't catch a request.")
+        if len(text) > MAX_TEXT_CHARS:
+            return _nothing(f"That request is too long (over {MAX_TEXT_CHARS} characters).")
+        normalized = lexicon.normalize(text)
+        permitted = lexicon.permitted_intents(text, normalized)
+        got = self.slots_for(text, normalized, permitted)
+        if got is None or got["intent"] not in permitted or got["intent"] == "none":
+            return _nothing("Sorry, I can't help with that.")
+        return self.ground(text, normalized, permitted, got)
+
+    def ground(self, text: str, normalized: str, permitted: set, got: dict) -> dict:
+        """Steps 3-5: the slots, grounded in the home, as an action call (or the reason there is none)."""
+        intent = got["intent"]
+        target = resolve.find(self.home, intent, got.get("name"), got.get("area"), text)
+        said = got.get("name") or got.get("area") or "that"
+        if not target.entities:
+            if target.problem == "no_area":
+                return _nothing(f"I don't know an area called {got.get('area')}.")
+            return _nothing(f"I couldn't find {'a device called ' + said if said != 'that' else 'that device'}.")
+        if target.problem == "ambiguous":
+            return _nothing(f"Which one do you mean: {_label(target.entities)}?",
+                            candidates=[e.entity_id for e in target.entities])
+        entities = target.entities
+        if intent == "query":
+            return {"action": "query", "entity_id": self._ids(entities),
+                    "reply": " ".join(describe(e) for e in entities)}
+        kinds = {e.domain for e in entities}
+        if len(kinds) > 1:
+            # an area-wide command acts on one kind of device; prefer what the words named
+            named = resolve._domains_of(resolve.words(got.get("name") or ""), sorted(kinds))
+            entities = [e for e in entities if e.domain == named[0]]
+        domain = entities[0].domain
+        action = ACTIONS.get((intent, domain))
+        if action is None:
+            return _nothing(f"I can't do that with {_label(entities)}.")
+        data, problem = self._data(intent, got, entities, normalized)
+        if problem:
+            return _nothing(problem)
+        # the final gate: the action's own intent must be one the request's words permit
+        needed = {ACTION_INTENT.get(action, intent)}
+        if action in ("light.turn_on", "fan.set_percentage"):
+            needed.add("turn_on")           # never switches something on when the request says off
+        if not needed <= permitted:
+            return _nothing("Sorry, I can't help with that.")
+        result = {"action": action, "entity_id": self._ids(entities)}
+        if data:
+            result["data"] = data
+        result["reply"] = self._reply(action, entities, data)
+        if needs_confirmation(self.home, result):
+            result["confirm"] = True
+            result["reply"] = f"Please confirm: {result['reply'][:1].lower()}{result['reply'][1:]}"
+        return result
+
+    @staticmethod
+    def _ids(entities):
+        return entities[0].entity_id if len(entities) == 1 else [e.entity_id for e in entities]
+
+    def _data(self, intent, got, entities, normalized):
+        value = got.get("value")
+        if intent in lexicon.VALUE_INTENTS and value is None:
+            return None, "What value should I set?"
+        if intent in ("brightness", "position", "fan_speed"):
+            if not 0 <= value <= 100:
+                return None, f"{_number(value)} is not a percentage."
+            feature = {"brightness": "brightness", "position": "position", "fan_speed": "percentage"}[intent]
+            missing = [e for e in entities if not e.supports(feature)]
+            if missing:
+                return None, f"{_label(missing)[0].upper()}{_label(missing)[1:]} can't be set to a {feature}."
+            key = {"brightness": "brightness_pct", "position": "position", "fan_speed": "percentage"}[intent]
+            return {key: _number(value)}, None
+        if intent == "temperature":
+            for e in entities:
+                lo, hi = e.min_temp, e.max_temp
+                if not lo <= value <= hi:
+                    return None, f"{_label([e])[0].upper()}{_label([e])[1:]} takes {_number(lo)} to {_number(hi)} degrees."
+            return {"temperature": _number(value)}, None
+        if intent == "hvac_mode":
+            mode = got.get("mode")
+            if mode not in lexicon.modes_in(lexicon.words_of(normalized)):
+                return None, "Which mode?"      # only a mode the request itself names
+            for e in entities:
+                if mode not in e.modes:
+                    return None, f"{_label([e])[0].upper()}{_label([e])[1:]} has no {mode.replace('_', ' ')} mode."
+            return {"hvac_mode": mode}, None
+        return None, None
+
+    @staticmethod
+    def _reply(action, entities, data) -> str:
+        verb = _VERBING.get(action, "Doing")
+        what = _label(entities)
+        if data and "brightness_pct" in data:
+            return f"Setting {what} to {data['brightness_pct']}%."
+        if data and "position" in data:
+            return f"Setting {what} to {data['position']}% open."
+        if data and "percentage" in data:
+            return f"Setting {what} to {data['percentage']}%."
+        if data and "temperature" in data:
+            return f"Setting {what} to {data['temperature']} degrees."
+        if data and "hvac_mode" in data:
+            return f"Setting {what} to {data['hvac_mode'].replace('_', ' ')} mode."
+        return f"{verb} {what}."
+
+    def execute(self, result: dict, confirmed: bool = False, dry_run: bool = False) -> list:
+        """Publish what Home Assistant would for this result; a flagged one only when confirmed."""
+        return _execute(self.home, result, confirmed=confirmed, dry_run=dry_run)
