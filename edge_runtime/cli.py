@@ -132,6 +132,7 @@ def cmd_chat(args):
 
 
 def cmd_info(args):
+    from edge_runtime.formats.gguf import type_name
     from edge_runtime.engine import _engine
     from edge_runtime.formats.model_file import open_model_file
 
@@ -158,7 +159,7 @@ def cmd_info(args):
         "n_vocab": c.n_vocab, "dim": c.dim, "n_layers": c.n_layers, "n_heads": c.n_heads,
         "n_kv_heads": c.n_kv_heads, "head_dim": c.head_dim, "ffn_dim": c.ffn_dim, "n_ctx_train": c.n_ctx_train,
         "rope_theta": c.rope_theta, "norm_eps": c.norm_eps, "head_type": c.head_type, "tied_embeddings": c.tied,
-        "tensor_types": {_TYPE_NAMES.get(t, str(t)): n for t, n in sorted(types.items())},
+        "tensor_types": {type_name(t): n for t, n in sorted(types.items())},
         "n_tensors": len(mf.reader.tensors), "ctx": args.ctx, "kv_cache_bytes": kv_bytes,
         "memory_needed_bytes": mf.file_size + kv_bytes, "kernel": chosen,
         "kernels_available": _engine.available_kernels(),
@@ -181,7 +182,6 @@ def cmd_info(args):
     return 0
 
 
-_TYPE_NAMES = {0: "F32", 1: "F16", 2: "Q4_0", 8: "Q8_0", 35: "TQ2_0", 36: "I2_S"}
 
 
 def cmd_bench(args):

@@ -26,11 +26,15 @@ extern "C" {
  * holds weight 128g+j at bits 7:6, 128g+j+32 at bits 5:4, 128g+j+64 at bits 3:2 and
  * 128g+j+96 at bits 1:0. A row of k weights (k % 128 == 0) is k/4 bytes.
  * ------------------------------------------------------------------------------------- */
+#define ER_GGML_TYPE_F32 0
+#define ER_GGML_TYPE_F16 1
 #define ER_I2S_GROUP 128
 #define ER_I2S_GROUP_BYTES 32
 #define ER_GGML_TYPE_I2_S 36
+#define ER_I2S_TRAILER_BYTES 32   /* the f32 scale plus padding after the codes */
 
 /* Q8_0 (GGUF type id 8): 8.5 bits per weight; blocks of 32: fp16 scale d, then 32 int8. */
+#define ER_GGML_TYPE_Q8_0 8
 #define ER_QK8_0 32
 typedef struct {
     uint16_t d;        /* fp16 bits */
@@ -40,6 +44,7 @@ _Static_assert(sizeof(er_block_q8_0) == 34, "q8_0 block is 34 bytes");
 
 /* Q4_0 (GGUF type id 2): 4.5 bits per weight; blocks of 32: fp16 scale d, then 16 bytes;
  * byte j holds weight j (low nibble) and weight j+16 (high nibble), value = (nibble - 8) * d. */
+#define ER_GGML_TYPE_Q4_0 2
 #define ER_QK4_0 32
 typedef struct {
     uint16_t d;

@@ -13,6 +13,8 @@ import struct
 
 import numpy as np
 
+from edge_runtime.engine import _engine
+
 OP_QUANT_I8, OP_I2S_GEMV, OP_I2S_GEMM, OP_F16_GEMV, OP_QUANT_Q8_0, OP_Q8_0_GEMV, OP_Q4_0_GEMV = range(1, 8)
 OP_NAMES = {
     OP_QUANT_I8: "quantize_row_i8",
@@ -30,9 +32,12 @@ GEMM_OUT_FILL = 0x5A5A5A5A  # the driver's fill of i2s_gemm outputs; untouched e
 # observed worst case over this table is 1.3e-7 (about 2 ulp) for every variant, k <= 2560.
 FLOAT_RTOL = 2e-6
 
-BLOCK_Q8_0 = np.dtype([("d", "<u2"), ("qs", "i1", (32,))])  # 34 bytes, as er_block_q8_0
-BLOCK_Q4_0 = np.dtype([("d", "<u2"), ("qs", "u1", (16,))])  # 18 bytes, as er_block_q4_0
-assert BLOCK_Q8_0.itemsize == 34 and BLOCK_Q4_0.itemsize == 18
+# the block layouts of neon_kernels/er_kernels.h, as the engine reports them (sizeof of its structs)
+_QK8_0, _Q8_0_BYTES = _engine.BLOCK_LAYOUTS[_engine.GGML_TYPE_Q8_0]
+_QK4_0, _Q4_0_BYTES = _engine.BLOCK_LAYOUTS[_engine.GGML_TYPE_Q4_0]
+BLOCK_Q8_0 = np.dtype([("d", "<u2"), ("qs", "i1", (_QK8_0,))])
+BLOCK_Q4_0 = np.dtype([("d", "<u2"), ("qs", "u1", (_QK4_0 // 2,))])
+assert BLOCK_Q8_0.itemsize == _Q8_0_BYTES and BLOCK_Q4_0.itemsize == _Q4_0_BYTES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,6 +3,17 @@ from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
 
 
 cdef extern from "er_kernels.h" nogil:
+    int ER_GGML_TYPE_F32
+    int ER_GGML_TYPE_F16
+    int ER_GGML_TYPE_Q4_0
+    int ER_GGML_TYPE_Q8_0
+    int ER_GGML_TYPE_I2_S
+    int ER_I2S_GROUP
+    int ER_I2S_GROUP_BYTES
+    int ER_I2S_TRAILER_BYTES
+    int ER_QK8_0
+    int ER_QK4_0
+
     ctypedef struct er_block_q8_0:
         uint16_t d
         int8_t qs[32]

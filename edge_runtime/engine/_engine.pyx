@@ -9,11 +9,19 @@ import numpy as np
 
 from edge_runtime.engine._cdefs cimport *
 
-GGML_TYPE_F32 = 0
-GGML_TYPE_F16 = 1
-GGML_TYPE_Q4_0 = 2
-GGML_TYPE_Q8_0 = 8
-GGML_TYPE_I2_S = 36
+# the GGUF type ids and block layouts of what the kernels compute, from neon_kernels/er_kernels.h
+GGML_TYPE_F32 = ER_GGML_TYPE_F32
+GGML_TYPE_F16 = ER_GGML_TYPE_F16
+GGML_TYPE_Q4_0 = ER_GGML_TYPE_Q4_0
+GGML_TYPE_Q8_0 = ER_GGML_TYPE_Q8_0
+GGML_TYPE_I2_S = ER_GGML_TYPE_I2_S
+I2S_GROUP = ER_I2S_GROUP                    # weights per group of 2-bit codes
+I2S_GROUP_BYTES = ER_I2S_GROUP_BYTES
+I2S_TRAILER_BYTES = ER_I2S_TRAILER_BYTES    # the per-tensor f32 scale, padded
+# (weights per block, bytes per block) of the block types
+BLOCK_LAYOUTS = {GGML_TYPE_F32: (1, 4), GGML_TYPE_F16: (1, 2),
+                 GGML_TYPE_Q8_0: (ER_QK8_0, sizeof(er_block_q8_0)),
+                 GGML_TYPE_Q4_0: (ER_QK4_0, sizeof(er_block_q4_0))}
 
 _VARIANTS = {"scalar": ER_KERNEL_SCALAR, "avx2": ER_KERNEL_AVX2, "neon": ER_KERNEL_NEON,
              "neon_dot": ER_KERNEL_NEON_DOT, "avx512vnni": ER_KERNEL_AVX512VNNI,
@@ -109,7 +117,7 @@ def head_gemv(variant, w, x, int rows, int k_dim, int ggml_type):
     cdef float[::1] xv = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
     if xv.shape[0] != k_dim:
         raise ValueError(f"x has {xv.shape[0]} values, expected {k_dim}")
-    row_bytes = {GGML_TYPE_F16: 2 * k_dim, GGML_TYPE_Q8_0: k_dim // 32 * 34, GGML_TYPE_Q4_0: k_dim // 32 * 18}
+    row_bytes = {t: k_dim // w * b for t, (w, b) in BLOCK_LAYOUTS.items() if t != GGML_TYPE_F32}
     if ggml_type not in row_bytes:
         raise ValueError(f"head type {ggml_type} is not one of F16, Q8_0, Q4_0")
     cdef const uint8_t[::1] wv = np.frombuffer(w, dtype=np.uint8)

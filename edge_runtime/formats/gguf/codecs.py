@@ -1,0 +1,232 @@
+"""Block codecs (I2_S, TQ2_0, Q8_0, Q4_0, F16, BF16). Matrices are numpy (rows, cols); a tensor is its
+rows flattened in order. The block layouts are the ones neon_kernels/er_kernels.h defines."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.errors import ModelFormatError
+from edge_runtime.formats.gguf.types import (
+    GGMLType, I2S_GROUP, I2S_TRAILER, Q4_0_BLOCK, Q8_0_BLOCK, TQ2_0_BLOCK, _F32,
+)
+
+_Q8_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "i1", (Q8_0_BLOCK,))])
+_Q4_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (Q4_0_BLOCK // 2,))])
+_TQ2_0_BLOCK = np.dtype([("qs", "u1", (TQ2_0_BLOCK // 4,)), ("d", "<f2")])
+# Bit positions inside one byte, for the 4 sub-blocks of 32 weights that share it.
+_I2S_SHIFTS = np.array([6, 4, 2, 0], dtype=np.uint8).reshape(1, 4, 1)
+_TQ2_0_SHIFTS = np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
+
+
+def _matrix(x: Any, what: str, dtype=None) -> np.ndarray:
+    x = np.asarray(x) if dtype is None else np.asarray(x, dtype=dtype)
+    if x.ndim != 2:
+        raise ValueError(f"{what}: expected a (rows, cols) matrix, got shape {x.shape}")
+    return x
+
+
+def _check_ternary(t: np.ndarray, what: str) -> np.ndarray:
+    if t.dtype.kind not in "iu":
+        raise ValueError(f"{what}: ternary weights must be an integer array, got {t.dtype}")
+    if t.size and (int(t.min()) < -1 or int(t.max()) > 1):
+        raise ValueError(f"{what}: weights must be -1, 0 or +1, found {int(t.min())}..{int(t.max())}")
+    return t
+
+
+def _check_buffer(buf, nbytes: int, what: str) -> memoryview:
+    if isinstance(buf, np.ndarray):
+        buf = np.ascontiguousarray(buf)
+    view = memoryview(buf).cast("B")
+    if view.nbytes < nbytes:
+        raise ModelFormatError(f"{what}: needs {nbytes} bytes, got {view.nbytes}")
+    return view
+
+
+def pack_i2s(ternary: Any, scale: float) -> bytes:
+    """(rows, cols) ternary -> I2_S bytes: codes w+1, 128-weight groups in 32 bytes with weight
+    j, j+32, j+64, j+96 of a group at bits 7:6, 5:4, 3:2, 1:0 of byte j; then the f32 scale,
+    zero-padded to n/4 + 32 bytes. cols must be a multiple of 128."""
+    t = _check_ternary(_matrix(ternary, "pack_i2s"), "pack_i2s")
+    if t.shape[1] % I2S_GROUP:
+        raise ValueError(f"pack_i2s: cols {t.shape[1]} is not a multiple of {I2S_GROUP}")
+    scale = float(np.float32(scale))
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"pack_i2s: scale must be finite and > 0, got {scale}")
+    codes = (t.astype(np.int8) + 1).astype(np.uint8).reshape(-1, 4, 32)
+    packed = np.bitwise_or.reduce(codes << _I2S_SHIFTS, axis=1)
+    return packed.tobytes() + _F32.pack(scale) + bytes(I2S_TRAILER - 4)
+
+
+def unpack_i2s(buf: Any, rows: int, cols: int, *,
+               name: str = "I2_S tensor") -> tuple[np.ndarray, float]:
+    """I2_S bytes -> ((rows, cols) int8 ternary, f32 scale). Code 3 (not ternary) raises
+    ModelFormatError naming `name`."""
+    if cols % I2S_GROUP:
+        raise ModelFormatError(f"{name}: I2_S row length {cols} is not a multiple of {I2S_GROUP}")
+    n = rows * cols
+    view = _check_buffer(buf, n // 4 + 4, name)
+    packed = np.frombuffer(view, np.uint8, n // 4).reshape(-1, 1, 32)
+    codes = ((packed >> _I2S_SHIFTS) & 3).reshape(rows, cols)
+    if n and int(codes.max()) == 3:
+        flat = int(np.argmax(codes.reshape(-1) == 3))
+        raise ModelFormatError(
+            f"{name}: I2_S code 3 (not a ternary value) at row {flat // cols}, column {flat % cols}"
+        )
+    scale = _F32.unpack_from(view, n // 4)[0]
+    return codes.astype(np.int8) - 1, scale
+
+
+def i2s_scale(buf: Any, n_elements: int, *, offset: int = 0) -> float:
+    """The f32 scale stored after the n/4 code bytes of an I2_S tensor starting at `offset`."""
+    return _F32.unpack_from(buf, offset + n_elements // 4)[0]
+
+
+def ternary_to_tq2_0(ternary: Any, scale: float) -> bytes:
+    """(rows, cols) ternary and one scale -> TQ2_0 blocks (llama.cpp): 256 weights = 64 bytes of
+    codes w+1 (in each 128-weight half, byte m holds weight m, m+32, m+64, m+96 at bits 1:0, 3:2,
+    5:4, 7:6) then the f16 scale d; value = (code - 1) * d. cols must be a multiple of 256."""
+    t = _check_ternary(_matrix(ternary, "ternary_to_tq2_0"), "ternary_to_tq2_0")
+    if t.shape[1] % TQ2_0_BLOCK:
+        raise ValueError(f"ternary_to_tq2_0: cols {t.shape[1]} is not a multiple of {TQ2_0_BLOCK}")
+    d = np.float16(scale)
+    if not np.isfinite(d) or d <= 0:
+        raise ValueError(f"ternary_to_tq2_0: scale {scale} is not a finite positive f16 value")
+    codes = (t.astype(np.int8) + 1).astype(np.uint8).reshape(-1, 2, 4, 32)
+    blocks = np.empty(codes.shape[0], dtype=_TQ2_0_BLOCK)
+    blocks["qs"] = np.bitwise_or.reduce(codes << _TQ2_0_SHIFTS, axis=2).reshape(-1, 64)
+    blocks["d"] = d
+    return blocks.tobytes()
+
+
+def tq2_0_to_ternary(buf: Any, rows: int, cols: int, *,
+                     name: str = "TQ2_0 tensor") -> tuple[np.ndarray, np.ndarray]:
+    """TQ2_0 bytes -> ((rows, cols) int8 ternary, f32 scale d of every 256-weight block).
+    Code 3 raises ModelFormatError naming `name`."""
+    if cols % TQ2_0_BLOCK:
+        raise ModelFormatError(f"{name}: TQ2_0 row length {cols} is not a multiple of {TQ2_0_BLOCK}")
+    n_blocks = rows * cols // TQ2_0_BLOCK
+    view = _check_buffer(buf, n_blocks * _TQ2_0_BLOCK.itemsize, name)
+    blocks = np.frombuffer(view, _TQ2_0_BLOCK, n_blocks)
+    packed = blocks["qs"].reshape(-1, 2, 1, 32)
+    codes = ((packed >> _TQ2_0_SHIFTS) & 3).reshape(rows, cols)
+    if codes.size and int(codes.max()) == 3:
+        flat = int(np.argmax(codes.reshape(-1) == 3))
+        raise ModelFormatError(
+            f"{name}: TQ2_0 code 3 (not a ternary value) at row {flat // cols}, column {flat % cols}"
+        )
+    return codes.astype(np.int8) - 1, blocks["d"].astype(np.float32)
+
+
+def encode_f16(x: Any, *, name: str = "tensor") -> bytes:
+    """f32 -> f16 bytes (round half to even); values beyond the f16 range raise ValueError."""
+    x = np.asarray(x, dtype=np.float32)
+    h = x.astype(np.float16)
+    if not np.all(np.isfinite(h)):
+        bad = np.flatnonzero(~np.isfinite(h.reshape(-1)))[0]
+        raise ValueError(f"{name}: value {x.reshape(-1)[bad]} at index {bad} is not finite in f16")
+    return h.tobytes()
+
+
+def _blocks_of(x: np.ndarray, block: int, what: str) -> np.ndarray:
+    if x.shape[1] % block:
+        raise ValueError(f"{what}: cols {x.shape[1]} is not a multiple of {block}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{what}: input holds NaN or infinity")
+    return x.reshape(-1, block)
+
+
+def quantize_q8_0(x: Any) -> bytes:
+    """(rows, cols) f32 -> Q8_0 blocks of 32: d = max|x| / 127 in f32, q = round-half-even(x *
+    (1/d)) with 1/d taken as 0 when d = 0, then d stored as f16 (the runtime's activation
+    quantizer uses the same rule)."""
+    blocks = _blocks_of(_matrix(x, "quantize_q8_0", np.float32), Q8_0_BLOCK, "quantize_q8_0")
+    d = np.abs(blocks).max(axis=1) / np.float32(127)
+    with np.errstate(divide="ignore"):
+        inv_d = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    q = np.clip(np.rint(blocks * inv_d[:, None]), -128, 127).astype(np.int8)
+    out = np.empty(blocks.shape[0], dtype=_Q8_0_BLOCK)
+    out["d"] = d
+    out["qs"] = q
+    if not np.all(np.isfinite(out["d"])):
+        raise ValueError("quantize_q8_0: a block scale overflows f16")
+    return out.tobytes()
+
+
+def dequantize_q8_0(buf: Any, rows: int, cols: int) -> np.ndarray:
+    """Q8_0 bytes -> (rows, cols) f32, value = q * d."""
+    n_blocks = rows * cols // Q8_0_BLOCK
+    blocks = np.frombuffer(_check_buffer(buf, n_blocks * _Q8_0_BLOCK.itemsize, "Q8_0 tensor"),
+                           _Q8_0_BLOCK, n_blocks)
+    out = blocks["qs"].astype(np.float32) * blocks["d"].astype(np.float32)[:, None]
+    return out.reshape(rows, cols)
+
+
+def quantize_q4_0(x: Any) -> bytes:
+    """(rows, cols) f32 -> Q4_0 blocks of 32, ggml's rule: m = the value of largest magnitude
+    (with its sign), d = m / -8, nibble = min(15, trunc(x / d + 8.5)); so m maps to nibble 0
+    (-8 * d = m) and the range [-8, 7] * d covers the block. Byte j holds weight j in the low
+    nibble and weight j+16 in the high nibble; value = (nibble - 8) * d."""
+    blocks = _blocks_of(_matrix(x, "quantize_q4_0", np.float32), Q4_0_BLOCK, "quantize_q4_0")
+    imax = np.abs(blocks).argmax(axis=1)
+    m = np.take_along_axis(blocks, imax[:, None], axis=1)[:, 0]
+    d = (m / np.float32(-8)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv_d = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    q = np.clip(np.trunc(blocks * inv_d[:, None] + np.float32(8.5)), 0, 15).astype(np.uint8)
+    out = np.empty(blocks.shape[0], dtype=_Q4_0_BLOCK)
+    out["d"] = d
+    out["qs"] = q[:, :16] | (q[:, 16:] << 4)
+    if not np.all(np.isfinite(out["d"])):
+        raise ValueError("quantize_q4_0: a block scale overflows f16")
+    return out.tobytes()
+
+
+def dequantize_q4_0(buf: Any, rows: int, cols: int) -> np.ndarray:
+    """Q4_0 bytes -> (rows, cols) f32."""
+    n_blocks = rows * cols // Q4_0_BLOCK
+    blocks = np.frombuffer(_check_buffer(buf, n_blocks * _Q4_0_BLOCK.itemsize, "Q4_0 tensor"),
+                           _Q4_0_BLOCK, n_blocks)
+    qs = blocks["qs"]
+    nibbles = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int8) - 8
+    out = nibbles.astype(np.float32) * blocks["d"].astype(np.float32)[:, None]
+    return out.reshape(rows, cols)
+
+
+def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
+    """bf16 bit patterns (uint16) -> f32: bf16 is the top half of an f32."""
+    return (np.asarray(raw, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def dequantize(ggml_type: int, buf: Any, rows: int, cols: int) -> np.ndarray:
+    """F32/F16/BF16/Q8_0/Q4_0 bytes -> (rows, cols) f32."""
+    ggml_type = GGMLType(ggml_type)
+    n = rows * cols
+    if ggml_type == GGMLType.Q8_0:
+        return dequantize_q8_0(buf, rows, cols)
+    if ggml_type == GGMLType.Q4_0:
+        return dequantize_q4_0(buf, rows, cols)
+    plain = {GGMLType.F32: "<f4", GGMLType.F16: "<f2", GGMLType.BF16: "<u2"}.get(ggml_type)
+    if plain is None:
+        raise ValueError(f"cannot dequantize {ggml_type.name}")
+    dtype = np.dtype(plain)
+    x = np.frombuffer(_check_buffer(buf, n * dtype.itemsize, ggml_type.name), dtype, n)
+    x = bf16_to_f32(x) if ggml_type == GGMLType.BF16 else x.astype(np.float32)
+    return x.reshape(rows, cols)
+
+
+def quantize(ggml_type: int, x: Any, *, name: str = "tensor") -> bytes:
+    """(rows, cols) f32 -> bytes of F32/F16/Q8_0/Q4_0."""
+    ggml_type = GGMLType(ggml_type)
+    x = _matrix(x, name, np.float32)
+    if ggml_type == GGMLType.F32:
+        return np.ascontiguousarray(x, dtype="<f4").tobytes()
+    if ggml_type == GGMLType.F16:
+        return encode_f16(x, name=name)
+    if ggml_type == GGMLType.Q8_0:
+        return quantize_q8_0(x)
+    if ggml_type == GGMLType.Q4_0:
+        return quantize_q4_0(x)
+    raise ValueError(f"{name}: cannot quantize to {ggml_type.name}")
