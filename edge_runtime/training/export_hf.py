@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from edge_runtime.formats.convert import HF_NORMS, HF_PROJECTIONS
+from edge_runtime.formats.sources import HF_NORMS, HF_PROJECTIONS
 from edge_runtime.formats.gguf import dequantize, unpack_i2s
 from edge_runtime.formats.model_file import open_model_file
 

@@ -20,7 +20,7 @@ gguf = pytest.importorskip("gguf")
 from gguf import quants as gguf_quants  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from edge_runtime.formats import convert  # noqa: E402
+from edge_runtime.formats import convert, sources  # noqa: E402
 from edge_runtime.errors import EdgeRuntimeError, ModelFormatError  # noqa: E402
 from edge_runtime.formats.gguf import GGMLType, GGUFReader, dequantize, unpack_i2s  # noqa: E402
 from edge_runtime.formats.model_file import open_model_file  # noqa: E402
@@ -223,7 +223,7 @@ def test_llama3_tokenizer_fixture(tmp_path):
         pytest.skip(f"fixture {LLAMA3_TOKENIZER} not present")
     path = tmp_path / "tokenizer.json"
     path.write_bytes(lzma.decompress(LLAMA3_TOKENIZER.read_bytes()))
-    meta = convert.tokenizer_metadata_from_hf(path, n_vocab=128256, bos_token_id=128000,
+    meta = sources.tokenizer_metadata_from_hf(path, n_vocab=128256, bos_token_id=128000,
                                               eos_token_id=128001)
     tokens = meta["tokenizer.ggml.tokens"][0]
     types = meta["tokenizer.ggml.token_type"][0]
