@@ -23,7 +23,13 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.board.deploy import (
-    DeployError, add_arguments, deploy, main, render_unit, rollback, serve_command,
+    add_arguments, deploy, main, rollback,
+)
+from edge_runtime.board.deploy_base import (
+    DeployError,
+)
+from edge_runtime.board.systemd_unit import (
+    render_unit, serve_command,
 )
 from edge_runtime.board.device_config import DeviceConfig, SerialDefaults, find_config, load_device_config
 
