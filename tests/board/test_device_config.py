@@ -312,7 +312,7 @@ def test_empty_tree_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64" or not os.path.exists("/proc/cpuinfo"),
-                    reason="this check reads the real /proc of an x86_64 Linux machine")
+                    reason="hardware: this check reads the real /proc of an x86_64 Linux machine")
 def test_detect_this_machine():
     config, reason = select_config()
     assert config.name == "generic-x86_64"

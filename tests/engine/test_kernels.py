@@ -102,9 +102,9 @@ def build_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def native_driver(build_dir) -> Path:
     if not IS_X86:
-        pytest.skip(f"the native configurations are x86-64 ones; this host is {platform.machine()}")
+        pytest.skip(f"hardware: the native configurations are x86-64 ones; this host is {platform.machine()}")
     if not _host_has_avx2():
-        pytest.skip("this x86-64 CPU lacks AVX2/FMA/F16C, so the avx2 variant cannot run here")
+        pytest.skip("hardware: this x86-64 CPU lacks AVX2/FMA/F16C, so the avx2 variant cannot run here")
     return _compile("gcc", build_dir / "kernel_driver_x86", [])
 
 
