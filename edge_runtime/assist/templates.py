@@ -71,6 +71,7 @@ _TOKEN_RE = re.compile(r"""
 """, re.VERBOSE | re.DOTALL)
 
 _KEYWORDS = {"and", "or", "not", "if", "else", "in", "is", "true", "false", "none", "True", "False", "None"}
+_LITERALS = {"true": True, "True": True, "false": False, "False": False, "none": None, "None": None}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "0": "\0"}
 
 
@@ -95,8 +96,7 @@ def _tokenize(source):
         elif kind == "str":
             tokens.append(("lit", _unquote(text)))
         elif kind == "name" and text in _KEYWORDS:
-            literal = {"true": True, "True": True, "false": False, "False": False, "none": None, "None": None}
-            tokens.append(("lit", literal[text]) if text in literal else ("kw", text))
+            tokens.append(("kw", text))
         else:
             tokens.append((kind, text))
     tokens.append(("end", None))
@@ -185,9 +185,9 @@ class _Parser:
             elif self.accept("kw", "is"):
                 negate = self.accept("kw", "not")
                 tok = self.take()
-                name = tok[1] if tok[0] in ("name", "kw") else {None: "none", True: "true", False: "false"}.get(tok[1])
-                if name is None:
-                    raise TemplateError(f"expected a test name after 'is' in {self.source!r}")
+                name = tok[1].lower() if tok[0] in ("name", "kw") else None
+                if name not in TESTS:
+                    raise TemplateError(f"unsupported test 'is {name}' in {self.source!r}")
                 node = ("test", name, node)
                 if negate:
                     node = ("not", node)
@@ -227,6 +227,8 @@ class _Parser:
     def filters(self, node):
         while self.accept("op", "|"):
             name = self.take("name")[1]
+            if name not in FILTERS:
+                raise TemplateError(f"unsupported filter '{name}' in {self.source!r}")
             args = self.call_args() if self.peek("op", "(") else []
             node = ("filter", name, node, args)
         return node
@@ -246,7 +248,10 @@ class _Parser:
         node = self.primary()
         while True:
             if self.accept("op", "."):
-                node = ("attr", node, self.take("name")[1])
+                tok = self.take()
+                if tok[0] not in ("name", "kw"):
+                    raise TemplateError(f"expected a name after '.', got {tok[1]!r} in {self.source!r}")
+                node = ("attr", node, tok[1])
             elif self.accept("op", "["):
                 node = self.subscript(node)
             elif self.peek("op", "("):
@@ -270,6 +275,8 @@ class _Parser:
         tok = self.take()
         if tok[0] == "lit":
             return ("lit", tok[1])
+        if tok[0] == "kw" and tok[1] in _LITERALS:
+            return ("lit", _LITERALS[tok[1]])
         if tok[0] == "name":
             return ("name", tok[1])
         if tok == ("op", "("):
@@ -715,7 +722,7 @@ class Unsupported(TemplateError):
 
 def render_value(source, payload, variables=None):
     """Render a state template for one message: the text, or None when the template produced
-    nothing usable for it (an undefined key, bad input to a filter). Raises Unsupported when the
+    nothing usable for it (empty, an undefined key, bad input to a filter). Raises Unsupported when the
     template itself is outside what this evaluator supports."""
     template, error = _compile(source) if isinstance(source, str) else (None, f"not a string: {source!r}")
     if template is None:
@@ -724,7 +731,7 @@ def render_value(source, payload, variables=None):
     if variables:
         env.update(variables)
     try:
-        return template.render(env)
+        return template.render(env) or None
     except TemplateError as exc:
         log.debug("template %r gave nothing for payload %r: %s", source, payload[:200], exc)
         return None
