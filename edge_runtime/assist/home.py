@@ -334,7 +334,7 @@ class Home:
     def feed(self, topic, payload):
         """Apply one message: a discovery config (topic under the prefix, ending in /config) or a
         state payload on a topic entities listen on."""
-        if topic.endswith("/config") and discovery.parse_topic(topic, self.prefix) is not None:
+        if topic.endswith("/config") and (self.prefix is None or topic.startswith(self.prefix + "/")):
             events = self._apply_discovery(topic, payload)
         else:
             events = self._apply_state(topic, payload)
@@ -445,6 +445,8 @@ class Home:
         return [("removed", entity)]
 
     def _apply_state(self, topic, payload):
+        if not isinstance(payload, (str, bytes, bytearray)):
+            payload = json.dumps(payload)
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
         events = []
