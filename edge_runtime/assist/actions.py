@@ -45,7 +45,7 @@ def _topic(entity, key, action):
     return topic
 
 
-def _render(entity, template_key, value, action, **variables):
+def _render(entity, template_key, value, act, **variables):
     """`value` through the entity's command template `template_key` (if it has one), as text."""
     source = entity.option(template_key)
     if source is None:
@@ -53,7 +53,7 @@ def _render(entity, template_key, value, action, **variables):
     try:
         return templates.render_command(source, {"value": value, "entity_id": entity.entity_id, **variables})
     except templates.TemplateError as exc:
-        raise ActionError(f"{action} on {entity.entity_id}: cannot render {template_key} {source!r}: {exc}") from None
+        raise ActionError(f"{act} on {entity.entity_id}: cannot render {template_key} {source!r}: {exc}") from None
 
 
 def _number(data, key, action, entity, low=None, high=None):
@@ -72,8 +72,8 @@ def _number(data, key, action, entity, low=None, high=None):
 # Lights
 
 def _current_brightness(entity):
-    pct = entity.attributes.get("brightness_pct")
-    return round(pct * 255 / 100) if pct is not None and entity.state == "on" else None
+    """HA's brightness (0..255) while the light is on, else None."""
+    return entity.attributes.get("brightness") if entity.state == "on" else None
 
 
 def _requested_brightness(entity, data, action):
@@ -105,7 +105,7 @@ def light_turn_on(entity, data, action):
     if entity.schema == "json":
         message = {"state": "ON"}
         if "transition" in data:
-            message["transition"] = _number(data, "transition", action, entity, 0)
+            message["transition"] = float(_number(data, "transition", action, entity, 0, 6553))
         if brightness is not None:
             message["brightness"] = _device_brightness(entity, brightness)
         return [_command(command_topic, json.dumps(message, separators=(",", ":")))]
@@ -114,15 +114,14 @@ def light_turn_on(entity, data, action):
         if brightness is not None:
             variables["brightness"] = brightness
         if "transition" in data:
-            variables["transition"] = _number(data, "transition", action, entity, 0)
+            variables["transition"] = float(_number(data, "transition", action, entity, 0, 6553))
         return [_command(command_topic, _render(entity, "command_on_template", "", action, **variables))]
     out = []
     on_command_type = entity.option("on_command_type")
     if on_command_type == "first":
         out.append(_command(command_topic, entity.option("payload_on")))
     elif on_command_type == "brightness" and brightness is None and entity.supports("brightness"):
-        pct = entity.attributes.get("brightness_pct")     # HA keeps the last brightness while off
-        brightness = round(pct * 255 / 100) if pct else 255
+        brightness = entity.attributes.get("brightness") or 255     # HA keeps the last one while off
     if brightness is not None:
         device_value = _device_brightness(entity, brightness)
         out.append(_command(entity.config["brightness_command_topic"],
@@ -137,12 +136,12 @@ def light_turn_off(entity, data, action):
     if entity.schema == "json":
         message = {"state": "OFF"}
         if "transition" in data:
-            message["transition"] = _number(data, "transition", action, entity, 0)
+            message["transition"] = float(_number(data, "transition", action, entity, 0, 6553))
         return [_command(command_topic, json.dumps(message, separators=(",", ":")))]
     if entity.schema == "template":
         variables = {"state": "off"}
         if "transition" in data:
-            variables["transition"] = _number(data, "transition", action, entity, 0)
+            variables["transition"] = float(_number(data, "transition", action, entity, 0, 6553))
         return [_command(command_topic, _render(entity, "command_off_template", "", action, **variables))]
     return [_command(command_topic, entity.option("payload_off"))]
 

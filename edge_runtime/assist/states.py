@@ -110,8 +110,10 @@ def _set(entity, state=False, **attrs):
     return changed
 
 
-def _brightness_pct(brightness_255):
-    return max(0, min(100, round(brightness_255 / 255 * 100)))
+def _brightness(brightness_255):
+    """The attributes for HA's brightness (0..255): it and the percentage it shows."""
+    brightness_255 = max(0, min(255, round(brightness_255)))
+    return {"brightness": brightness_255, "brightness_pct": round(brightness_255 / 255 * 100)}
 
 
 def _apply_light(entity, role, payload):
@@ -127,16 +129,16 @@ def _apply_light(entity, role, payload):
         state = False
         if "state" in values:
             state = {"ON": "on", "OFF": "off"}.get(values["state"], None if values["state"] is None else False)
-        pct = None
+        attrs = {}
         bri = values.get("brightness")
         if entity.supports("brightness") and _number(bri) and not isinstance(bri, bool):
-            pct = _brightness_pct(min(255, round(float(bri) * 255 / scale)))
-        return _set(entity, state, **({"brightness_pct": pct} if pct is not None else {}))
+            attrs = _brightness(float(bri) * 255 / scale)       # HA's value_to_brightness
+        return _set(entity, state, **attrs)
     if entity.schema == "template":
         text = _render(entity, payload, "state_template")
         state = {"on": "on", "off": "off", PAYLOAD_NONE: None}.get(text, False) if text else False
         bri = _number(_render(entity, payload, "brightness_template")) if entity.config.get("brightness_template") else None
-        return _set(entity, state, **({"brightness_pct": _brightness_pct(min(255, bri))} if bri else {}))
+        return _set(entity, state, **(_brightness(bri) if bri else {}))
     if role == "state":
         text = _render(entity, payload, "state_value_template", "value_template")
         return _set(entity, _on_off(entity, text, "payload_on", "payload_off")) if text else False
@@ -144,7 +146,7 @@ def _apply_light(entity, role, payload):
     value = _number(text)
     if not value:              # empty or zero brightness is ignored, as Home Assistant does
         return False
-    return _set(entity, brightness_pct=_brightness_pct(min(round(value / scale * 255), 255)))
+    return _set(entity, **_brightness(value / scale * 255))
 
 
 def _apply_fan(entity, role, payload):

@@ -214,7 +214,7 @@ def test_zigbee2mqtt_states_and_descriptions():
         "zigbee2mqtt/Back door": {"contact": True},
     })
     light = home.get("light.landing_light")
-    assert (light.state, light.attributes, light.available) == ("on", {"brightness_pct": 40}, True)
+    assert (light.state, light.attributes, light.available) == ("on", {"brightness": 102, "brightness_pct": 40}, True)
     assert describe(light) == "The landing light is on at 40%."
     assert describe(home.get("lock.side_gate")) == "The side gate is locked."
     assert describe(home.get("cover.garage_door")) == "The garage door is closed."
@@ -231,7 +231,7 @@ def test_zigbee2mqtt_states_and_descriptions():
                      "zigbee2mqtt/Landing light": {"state": "OFF", "brightness": 0}})
     assert describe(home.get("binary_sensor.back_door")) == "The back door is open."
     assert describe(home.get("lock.side_gate")) == "The side gate is unlocked."
-    assert describe(light) == "The landing light is off." and light.attributes == {"brightness_pct": 40}
+    assert describe(light) == "The landing light is off." and light.attributes["brightness_pct"] == 40
     home.feed("zigbee2mqtt/Lounge thermostat", json.dumps({"system_mode": "off"}))
     assert describe(thermostat) == "The lounge thermostat is off; it is 19.5 °C now."
     home.feed("zigbee2mqtt/bridge/state", json.dumps({"state": "offline"}))
