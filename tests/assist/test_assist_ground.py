@@ -4,6 +4,8 @@ Assistant.ground is the deterministic half of interpret: these assert it exactly
 abbreviated and full discovery keys, and that no slot the model could produce yields an action that
 contradicts the request."""
 import itertools
+import json
+from pathlib import Path
 
 import pytest
 
@@ -11,34 +13,7 @@ from edge_runtime.assist import lexicon, slots
 from edge_runtime.assist.assistant import ACTION_INTENT, Assistant
 from edge_runtime.assist.home import Home
 
-def _dev(name, area):
-    return {"identifiers": [name.replace(" ", "_")], "name": name, "suggested_area": area}
-
-
-CONFIGS = {
-    "homeassistant/light/landing/config": {"name": None, "cmd_t": "~/set", "stat_t": "~", "~": "z2m/landing",
-                                           "schema": "json", "brightness": True, "brightness_scale": 254,
-                                           "dev": {"ids": ["0x01"], "name": "Landing Light", "sa": "Landing"}},
-    "homeassistant/light/kitchen_ceiling/config": {"name": "Ceiling", "command_topic": "k/ceiling/set",
-                                                   "brightness_command_topic": "k/ceiling/bri",
-                                                   "device": _dev("Kitchen Ceiling", "Kitchen")},
-    "homeassistant/light/kitchen_strip/config": {"name": "Counter Strip", "command_topic": "k/strip/set",
-                                                 "device": _dev("Kitchen Strip", "Kitchen")},
-    "homeassistant/switch/coffee/config": {"name": "Coffee Machine", "command_topic": "k/coffee/set",
-                                           "device": _dev("Coffee Plug", "Kitchen")},
-    "homeassistant/fan/office_fan/config": {"name": "Desk Fan", "command_topic": "o/fan/set",
-                                            "percentage_command_topic": "o/fan/pct", "device": _dev("Fan", "Office")},
-    "homeassistant/cover/garage_door/config": {"name": "Garage Door", "command_topic": "g/door/set",
-                                               "device_class": "garage", "device": _dev("Garage Opener", "Garage")},
-    "homeassistant/cover/bedroom_blinds/config": {"name": "Bedroom Blinds", "command_topic": "b/blinds/set",
-                                                  "set_position_topic": "b/blinds/pos", "device_class": "blind",
-                                                  "device": _dev("Blinds", "Bedroom")},
-    "homeassistant/lock/side_gate/config": {"name": "Side Gate", "command_topic": "gate/set", "state_topic": "gate/state",
-                                            "device": _dev("Gate Lock", "Garden")},
-    "homeassistant/climate/lounge/config": {"name": "Thermostat", "temperature_command_topic": "l/temp/set",
-                                            "mode_command_topic": "l/mode/set", "modes": ["off", "heat", "auto"],
-                                            "min_temp": 10, "max_temp": 28, "device": _dev("Lounge Thermostat", "Lounge")},
-}
+CONFIGS = json.loads((Path(__file__).parent / "data" / "home_mixed.json").read_text())
 
 
 @pytest.fixture(scope="module")
