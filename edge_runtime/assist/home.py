@@ -78,6 +78,7 @@ class Home:
         self._closing = False
         self._pending_subs = set()
         self._discovery_subscribed = threading.Event()
+        self._discovery_mid = None
         self._last_message = time.monotonic()
 
     # -- construction ------------------------------------------------------------------------
@@ -138,7 +139,7 @@ class Home:
         home = cls(prefix)
         home._connect(host, port, username, password, tls_ca, tls_cert, tls_key, tls_insecure, client_id)
         try:
-            home._settle(float(settle))
+            home._settle(max(0.0, float(settle)))
         except BaseException:
             home.close()
             raise
@@ -234,7 +235,7 @@ class Home:
         if any(rc.is_failure for rc in reason_codes):
             log.warning("MQTT broker %s refused a subscription (%s); check its ACL", self.broker,
                         ", ".join(str(rc) for rc in reason_codes))
-        if mid == getattr(self, "_discovery_mid", None):
+        if mid is not None and mid == self._discovery_mid:
             self._discovery_subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):

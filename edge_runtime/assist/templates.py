@@ -18,45 +18,18 @@ precision gives an int) and a render is stripped of surrounding whitespace, as H
 import functools
 import json
 import logging
-import math
 import re
+
+from edge_runtime.assist.template_functions import (FILTERS, GLOBALS, MAX_OUTPUT_CHARS, STR_METHODS, TESTS,
+                                                     UNDEFINED_AWARE, TemplateError, Undefined, UndefinedError,
+                                                     is_number, to_text, undefined)
 
 log = logging.getLogger("edge_runtime.assist.templates")
 
 MAX_TEMPLATE_CHARS = 8192
-MAX_OUTPUT_CHARS = 65536
 MAX_DEPTH = 48
-
-
-class TemplateError(ValueError):
-    """The template uses syntax this evaluator does not support, or failed to render."""
-
-
-class UndefinedError(TemplateError):
-    """The template rendered a name or key that is not there (e.g. a JSON key missing from a message)."""
-
-
-class _Undefined:
-    __slots__ = ("what",)
-
-    def __init__(self, what):
-        self.what = what
-
-    def __bool__(self):
-        return False
-
-    def __eq__(self, other):
-        return isinstance(other, _Undefined)
-
-    def __hash__(self):
-        return 0
-
-    def __repr__(self):
-        return f"Undefined({self.what})"
-
-
-def _undefined(what):
-    return _Undefined(what)
+__all__ = ["Template", "TemplateError", "UndefinedError", "Unsupported", "compile_template", "is_supported",
+           "payload_variables", "render_command", "render_value"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +121,7 @@ class _Parser:
         node = self.or_expr()
         if self.accept("kw", "if"):
             cond = self.or_expr()
-            other = self.expr() if self.accept("kw", "else") else ("lit", _undefined("else branch"))
+            other = self.expr() if self.accept("kw", "else") else ("lit", undefined("else branch"))
             node = ("cond", cond, node, other)
         self.depth -= 1
         return node
@@ -296,177 +269,6 @@ class _Parser:
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 
-def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _no_default(name, value):
-    raise TemplateError(f"{name} got invalid input {value!r} and no default was given")
-
-
-def _f_int(value, default=_Undefined, base=10):
-    try:
-        return int(value, base) if isinstance(value, str) else int(value)
-    except (TypeError, ValueError):
-        try:
-            return int(float(value))
-        except (TypeError, ValueError, OverflowError):
-            return _no_default("int", value) if default is _Undefined else default
-
-
-def _f_float(value, default=_Undefined):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return _no_default("float", value) if default is _Undefined else default
-
-
-def _f_round(value, precision=0, method="common", default=_Undefined):
-    try:
-        precision = int(precision)
-        multiplier = float(10 ** precision)
-        if method == "ceil":
-            result = math.ceil(float(value) * multiplier) / multiplier
-        elif method == "floor":
-            result = math.floor(float(value) * multiplier) / multiplier
-        elif method == "half":
-            result = round(float(value) * 2) / 2
-        else:
-            result = round(float(value), precision)
-        return int(result) if precision == 0 else result
-    except (TypeError, ValueError, OverflowError):
-        return _no_default("round", value) if default is _Undefined else default
-
-
-_TRUE_WORDS = {"true", "yes", "on", "enable", "1"}
-_FALSE_WORDS = {"false", "no", "off", "disable", "0"}
-
-
-def _f_bool(value, default=_Undefined):
-    if isinstance(value, bool):
-        return value
-    if _is_number(value):
-        return value != 0
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _TRUE_WORDS:
-            return True
-        if word in _FALSE_WORDS:
-            return False
-    return _no_default("bool", value) if default is _Undefined else default
-
-
-def _f_default(value, default_value="", boolean=False):
-    if isinstance(value, _Undefined) or (boolean and not value):
-        return default_value
-    return value
-
-
-def _text(value):
-    return _render(value)
-
-
-def _sequence(value, name):
-    if isinstance(value, (str, list, dict)):
-        return value
-    raise TemplateError(f"{name} expects a string, list or mapping, got {value!r}")
-
-
-def _f_first(value):
-    seq = list(_sequence(value, "first"))
-    return seq[0] if seq else _undefined("first of an empty sequence")
-
-
-def _f_last(value):
-    seq = list(_sequence(value, "last"))
-    return seq[-1] if seq else _undefined("last of an empty sequence")
-
-
-def _f_join(value, sep=""):
-    return str(sep).join(_text(v) for v in _sequence(value, "join"))
-
-
-def _f_from_json(value):
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError) as exc:
-        raise TemplateError(f"from_json got invalid JSON: {exc}") from None
-
-
-def _f_min(*args):
-    items = args[0] if len(args) == 1 else list(args)
-    try:
-        return min(_sequence(items, "min"))
-    except (TypeError, ValueError) as exc:
-        raise TemplateError(f"min: {exc}") from None
-
-
-def _f_max(*args):
-    items = args[0] if len(args) == 1 else list(args)
-    try:
-        return max(_sequence(items, "max"))
-    except (TypeError, ValueError) as exc:
-        raise TemplateError(f"max: {exc}") from None
-
-
-def _f_abs(value):
-    if not _is_number(value):
-        raise TemplateError(f"abs expects a number, got {value!r}")
-    return abs(value)
-
-
-def _f_replace(value, old, new, count=None):
-    return _text(value).replace(_text(old), _text(new), -1 if count is None else int(count))
-
-
-FILTERS = {
-    "int": _f_int, "float": _f_float, "round": _f_round, "bool": _f_bool,
-    "default": _f_default, "d": _f_default,
-    "lower": lambda v: _text(v).lower(), "upper": lambda v: _text(v).upper(),
-    "string": _text, "trim": lambda v, chars=None: _text(v).strip(chars),
-    "title": lambda v: _text(v).title(), "capitalize": lambda v: _text(v).capitalize(),
-    "replace": _f_replace, "abs": _f_abs,
-    "length": lambda v: len(_sequence(v, "length")), "count": lambda v: len(_sequence(v, "count")),
-    "first": _f_first, "last": _f_last, "join": _f_join,
-    "to_json": lambda v: json.dumps(v), "tojson": lambda v: json.dumps(v), "from_json": _f_from_json,
-    "min": _f_min, "max": _f_max,
-}
-
-# Filters that look at an undefined input instead of passing it through.
-_UNDEFINED_AWARE = {"default", "d"}
-
-GLOBALS = {"float": _f_float, "int": _f_int, "bool": _f_bool, "round": _f_round, "abs": _f_abs,
-           "min": _f_min, "max": _f_max}
-
-TESTS = {
-    "defined": lambda v: not isinstance(v, _Undefined),
-    "undefined": lambda v: isinstance(v, _Undefined),
-    "none": lambda v: v is None,
-    "number": _is_number,
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, float),
-    "string": lambda v: isinstance(v, str),
-    "mapping": lambda v: isinstance(v, dict),
-    "iterable": lambda v: isinstance(v, (str, list, dict)),
-    "sequence": lambda v: isinstance(v, (str, list, dict)),
-    "boolean": lambda v: isinstance(v, bool),
-    "true": lambda v: v is True,
-    "false": lambda v: v is False,
-    "even": lambda v: _is_number(v) and v % 2 == 0,
-    "odd": lambda v: _is_number(v) and v % 2 == 1,
-}
-
-_STR_METHODS = {
-    "lower": lambda s: s.lower(), "upper": lambda s: s.upper(), "title": lambda s: s.title(),
-    "capitalize": lambda s: s.capitalize(),
-    "strip": lambda s, chars=None: s.strip(chars), "lstrip": lambda s, chars=None: s.lstrip(chars),
-    "rstrip": lambda s, chars=None: s.rstrip(chars),
-    "split": lambda s, sep=None, maxsplit=-1: s.split(sep, int(maxsplit)),
-    "replace": lambda s, old, new, count=-1: s.replace(old, new, int(count)),
-    "startswith": lambda s, prefix: s.startswith(prefix), "endswith": lambda s, suffix: s.endswith(suffix),
-}
-
-
 class _Method:
     __slots__ = ("func", "target")
 
@@ -476,30 +278,30 @@ class _Method:
 
 def _attr(obj, name):
     if isinstance(obj, dict):
-        return obj[name] if name in obj else _undefined(name)
-    if isinstance(obj, str) and name in _STR_METHODS:
-        return _Method(_STR_METHODS[name], obj)
-    return _undefined(name)
+        return obj[name] if name in obj else undefined(name)
+    if isinstance(obj, str) and name in STR_METHODS:
+        return _Method(STR_METHODS[name], obj)
+    return undefined(name)
 
 
 def _item(obj, key):
     if isinstance(obj, dict):
         try:
-            return obj[key] if key in obj else _undefined(repr(key))
+            return obj[key] if key in obj else undefined(repr(key))
         except TypeError:
-            return _undefined(repr(key))
+            return undefined(repr(key))
     if isinstance(obj, (list, str)) and isinstance(key, int) and not isinstance(key, bool):
-        return obj[key] if -len(obj) <= key < len(obj) else _undefined(f"[{key}]")
+        return obj[key] if -len(obj) <= key < len(obj) else undefined(f"[{key}]")
     if isinstance(key, str):
         return _attr(obj, key)
-    return _undefined(f"[{key!r}]")
+    return undefined(f"[{key!r}]")
 
 
 def _arith(op, a, b):
     if op == "~":
-        return _text(a) + _text(b)
+        return to_text(a) + to_text(b)
     for v in (a, b):
-        if isinstance(v, _Undefined):
+        if isinstance(v, Undefined):
             raise UndefinedError(f"{v.what} is undefined")
     if op == "+" and isinstance(a, str) and isinstance(b, str):
         if len(a) + len(b) > MAX_OUTPUT_CHARS:
@@ -543,7 +345,7 @@ def _eval(node, env):
     if kind == "lit":
         return node[1]
     if kind == "name":
-        return env[node[1]] if node[1] in env else _undefined(node[1])
+        return env[node[1]] if node[1] in env else undefined(node[1])
     if kind == "attr":
         return _attr(_eval(node[1], env), node[2])
     if kind == "item":
@@ -568,7 +370,7 @@ def _eval(node, env):
         return not _eval(node[1], env)
     if kind == "neg":
         value = _eval(node[1], env)
-        if not _is_number(value):
+        if not is_number(value):
             raise TemplateError(f"cannot negate {value!r}")
         return -value
     if kind == "bin":
@@ -577,7 +379,7 @@ def _eval(node, env):
         a, b = _eval(node[2], env), _eval(node[3], env)
         if node[1] in ("==", "!="):
             return _CMP[node[1]](a, b)
-        if isinstance(a, _Undefined) or isinstance(b, _Undefined):
+        if isinstance(a, Undefined) or isinstance(b, Undefined):
             raise UndefinedError("comparison with an undefined value")
         try:
             return _CMP[node[1]](a, b)
@@ -585,7 +387,7 @@ def _eval(node, env):
             raise TemplateError(f"cannot compare {a!r} {node[1]} {b!r}") from None
     if kind == "in":
         item, container = _eval(node[1], env), _eval(node[2], env)
-        if isinstance(container, _Undefined):
+        if isinstance(container, Undefined):
             return False
         if isinstance(container, str):
             return isinstance(item, str) and item in container
@@ -605,7 +407,7 @@ def _eval(node, env):
             raise TemplateError(f"unsupported filter '{name}'")
         value = _eval(node[2], env)
         args = [_eval(a, env) for a in node[3]]
-        if isinstance(value, _Undefined) and name not in _UNDEFINED_AWARE:
+        if isinstance(value, Undefined) and name not in UNDEFINED_AWARE:
             return value
         return _call(FILTERS[name], [value, *args], name)
     if kind == "call":
@@ -621,7 +423,7 @@ def _eval(node, env):
 
 
 def _render(value):
-    if isinstance(value, _Undefined):
+    if isinstance(value, Undefined):
         raise UndefinedError(f"{value.what} is undefined")
     if isinstance(value, _Method):
         raise TemplateError("a method was rendered without calling it")
@@ -712,7 +514,7 @@ def payload_variables(payload):
     try:
         value_json = json.loads(payload)
     except (TypeError, ValueError, RecursionError):
-        value_json = _undefined("value_json (the payload is not JSON)")
+        value_json = undefined("value_json (the payload is not JSON)")
     return {"value": payload, "value_json": value_json}
 
 
