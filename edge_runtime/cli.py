@@ -14,13 +14,13 @@ from edge_runtime.board.device_config import KERNEL_HELP
 # subcommands implemented in their own modules: (name, module, help)
 EXTERNAL_COMMANDS = [
     ("convert", "edge_runtime.formats.convert", "write an edge-runtime GGUF from a Hugging Face dir or a TQ2_0 GGUF"),
-    ("ask-serial", "edge_runtime.serve.serial", "ask a question over a serial port (client side)"),
+    ("ask-serial", "edge_runtime.serve.serial_client", "ask a question over a serial port (client side)"),
     ("deploy", "edge_runtime.board.deploy", "copy, install and start edge-runtime on a board over SSH"),
     ("assist", "edge_runtime.assist.cli", "act on a request: Home Assistant devices announced over MQTT"),
 ]
 SERVE_COMMANDS = [
-    ("mqtt", "edge_runtime.serve.mqtt", "answer prompts published on an MQTT broker"),
-    ("serial", "edge_runtime.serve.serial", "answer prompts arriving on a serial port"),
+    ("mqtt", "edge_runtime.serve.mqtt_cli", "answer prompts published on an MQTT broker"),
+    ("serial", "edge_runtime.serve.serial_cli", "answer prompts arriving on a serial port"),
 ]
 
 
@@ -237,8 +237,35 @@ def build_parser():
     ssub = s.add_subparsers(dest="transport", metavar="TRANSPORT")
     ssub.required = True
     for name, module, help_text in SERVE_COMMANDS:
-        _add_external(ssub, name, module, help_text, "add_arguments", "main")
+        sp = _add_external(ssub, name, module, help_text, "add_arguments", "main")
+        if name == "mqtt" and sp is not None:
+            _add_assist_option(sp)
     return p
+
+
+def _add_assist_option(sp):
+    """`serve mqtt --assist`: the home assistant beside the generation service (cli is the only layer
+    that knows both)."""
+    g = sp.add_argument_group("assistant")
+    g.add_argument("--assist", action="store_true",
+                   help="also act on {\"id\", \"text\"} requests on <prefix>/<device-id>/assist, using the "
+                        "Home Assistant MQTT discovery devices on the same broker")
+    g.add_argument("--discovery-prefix", default="homeassistant",
+                   help="Home Assistant discovery prefix for --assist (default homeassistant)")
+    run = sp.get_default("func")
+
+    def serve_with_assist(args, run=run):
+        if not args.assist:
+            return run(args)
+        from edge_runtime.assist.mqtt_service import start_from_serve_args
+
+        assistant = start_from_serve_args(args)
+        try:
+            return run(args)
+        finally:
+            assistant.close()
+
+    sp.set_defaults(func=serve_with_assist)
 
 
 def _add_external(sub, name, module, help_text, add_name, main_name):
@@ -255,9 +282,10 @@ def _add_external(sub, name, module, help_text, add_name, main_name):
             raise CliError(reason)
 
         sp.set_defaults(func=unavailable)
-        return
+        return None
     add_args(sp)
     sp.set_defaults(func=run)
+    return sp
 
 
 def main(argv=None):
