@@ -212,9 +212,7 @@ class Home:
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             self._connect_error = str(reason_code)
-            if not self._ever_connected():
-                client.disconnect()
-            self._connected.set()
+            self._connected.set()           # wakes _connect, which reports the refusal and closes
             return
         self._connect_error = None
         log.info("connected to MQTT broker %s; discovery under %s/", self.broker, self.prefix)
@@ -225,9 +223,6 @@ class Home:
         mid = self._subscribe([f"{self.prefix}/+/+/config", f"{self.prefix}/+/+/+/config"])
         self._discovery_mid = mid
         self._subscribe(state_filters)
-
-    def _ever_connected(self):
-        return self._discovery_subscribed.is_set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         with self._lock:
