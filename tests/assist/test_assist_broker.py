@@ -6,6 +6,7 @@ publish them; a separate MQTT 5 subscriber (retain-as-published) records what cr
 import json
 import logging
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -356,3 +357,44 @@ def _listening(port):
         return True
     except OSError:
         return False
+
+
+def _pki(directory):
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *curve, "-days", "2", "-subj", "/CN=assist test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", *curve, "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr")
+    (directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem")
+    return {name: str(directory / name) for name in ("ca.pem", "server.pem", "server.key")}
+
+
+def test_tls_broker(broker, tmp_path):
+    if shutil.which("openssl") is None and not os.environ.get("CI"):
+        pytest.skip("openssl is not installed")
+    pki = _pki(tmp_path)
+    port = _free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\ncafile {pki['ca.pem']}\ncertfile {pki['server.pem']}\n"
+                    f"keyfile {pki['server.key']}\nallow_anonymous true\npersistence false\n"
+                    f"user {pwd.getpwuid(os.getuid()).pw_name}\n")      # run as us: the key file is ours
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert until(lambda: _listening(port))
+        with Home.from_broker(f"127.0.0.1:{port}", tls_ca=pki["ca.pem"], settle=0.1) as home:
+            assert home.connected and len(home) == 0
+        with Home.from_broker(f"127.0.0.1:{port}", tls_insecure=True, settle=0.1) as home:
+            assert home.connected
+        (tmp_path / "other").mkdir()
+        other_ca = _pki(tmp_path / "other")["ca.pem"]
+        with pytest.raises(BrokerUnavailable, match=f"TLS connection to MQTT broker 127.0.0.1:{port} failed"):
+            Home.from_broker(f"127.0.0.1:{port}", tls_ca=other_ca)
+        with pytest.raises(BrokerUnavailable, match="TLS setup .* failed"):
+            Home.from_broker(f"127.0.0.1:{port}", tls_ca=str(tmp_path / "missing.pem"))
+    finally:
+        proc.terminate()
+        proc.wait(10)
