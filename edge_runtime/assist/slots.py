@@ -11,6 +11,20 @@ object of slots copied from it::
 - ``value``: a number written in the request (after normalization: digits), or null.
 - ``mode``: an HVAC mode (MODES) or null.
 
+Naming convention (the model sees only the request, never the home, so it is decided by the words):
+
+- ``name`` is the whole phrase that names the device, as said, with any area or other modifier in
+  front of the device word kept in it: "turn off the kitchen lights" -> name ``kitchen lights``,
+  area null; "switch on emma's reading lamp" -> ``emma's reading lamp``. With no device word, the
+  generic word is the name ("lights", "blinds", "temperature"); a bare target with no device word
+  and no preposition is the name too ("set the lounge to 40%" -> name ``lounge``).
+- ``area`` is an area said apart from the name, as a place: "turn off the light in the kitchen" ->
+  name ``light``, area ``kitchen``; "make it 21 degrees in the lounge" -> name null, area ``lounge``.
+- The resolver tries an area word inside a name as an area too, so "the kitchen light" finds a
+  device named "Light" in the Kitchen as well as one named "Kitchen Light".
+- ``intent`` ``none`` (out of scope, or a negated request) carries no other slot. A device the home
+  lacks is still copied (the resolver answers that it found nothing).
+
 At run time the reply is constrained by a schema built per request (``slot_schema``): ``name`` and
 ``area`` are enums of the request's own word spans, ``value`` an enum of the numbers it contains, and
 ``intent`` an enum of the intents the request's verbs permit. So the model can only copy; the resolver
