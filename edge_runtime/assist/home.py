@@ -130,7 +130,7 @@ class Home:
         """Connect to `broker` ("HOST[:PORT]"), collect the retained discovery configs and states
         (until `settle` seconds pass without a message, at most SETTLE_LIMIT_S), then keep following
         additions, changes, removals and state changes until `close()`."""
-        from edge_runtime.serve.mqtt_cli import parse_broker
+        from edge_runtime.assist.mqtt_service import parse_broker
 
         if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "+#") or prefix.endswith("/"):
             raise ValueError(f"discovery prefix {prefix!r}: expected a topic prefix without wildcards "

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
+import socket
 import threading
 import time
 
@@ -229,12 +231,26 @@ class Running:
         self.home.close()
 
 
+_BROKER_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?")
+
+
+def parse_broker(text, tls=False):
+    """"HOST[:PORT]" or "[IPv6][:PORT]" -> (host, port); the port defaults to 1883 (8883 with TLS)."""
+    match = _BROKER_RE.fullmatch(text or "")
+    port = int(match.group(2)) if match and match.group(2) else (8883 if tls else 1883)
+    if not match or not 1 <= port <= 65535:
+        raise ValueError(f"broker {text!r}: expected HOST:PORT with a port from 1 to 65535 "
+                         f"(e.g. localhost:1883 or [::1]:1883)")
+    return match.group(1).strip("[]"), port
+
+
 def start_from_serve_args(args):
     """`serve mqtt --assist`: the assistant beside the generation service, on the same broker and prefix."""
-    from edge_runtime.serve import mqtt_cli, options
-
-    board = options.find_board(args)
-    st = mqtt_cli.settings_from_args(args, board)
-    return Running(st.host, st.port, st.topics.prefix, st.topics.device, username=st.username,
-                   password=st.password, tls_ca=st.tls_ca, tls_cert=st.tls_cert, tls_key=st.tls_key,
+    tls = bool(getattr(args, "tls_ca", None) or getattr(args, "tls_cert", None))
+    host, port = parse_broker(getattr(args, "broker", None) or "localhost", tls)
+    device = getattr(args, "device_id", None) or socket.gethostname().split(".")[0]
+    prefix = getattr(args, "prefix", None) or "edge"
+    return Running(host, port, prefix, device, username=getattr(args, "username", None),
+                   password=getattr(args, "password", None), tls_ca=getattr(args, "tls_ca", None),
+                   tls_cert=getattr(args, "tls_cert", None), tls_key=getattr(args, "tls_key", None),
                    discovery_prefix=getattr(args, "discovery_prefix", "homeassistant"))
