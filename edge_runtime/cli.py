@@ -19,8 +19,8 @@ EXTERNAL_COMMANDS = [
     ("assist", "edge_runtime.assist.cli", "act on a request: Home Assistant devices announced over MQTT"),
 ]
 SERVE_COMMANDS = [
-    ("mqtt", "edge_runtime.serve.mqtt", "answer prompts published on an MQTT broker"),
-    ("serial", "edge_runtime.serve.serial", "answer prompts arriving on a serial port"),
+    ("mqtt", "edge_runtime.serve.mqtt_cli", "answer prompts published on an MQTT broker"),
+    ("serial", "edge_runtime.serve.serial_cli", "answer prompts arriving on a serial port"),
 ]
 
 

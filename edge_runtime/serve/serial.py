@@ -1,13 +1,18 @@
-"""`edge-runtime serve serial`: answer prompts arriving on a serial port (UART, USB adapter, pty).
+"""The serial server: answers prompts arriving on a serial port (UART, USB adapter, pty).
 
-JSON mode (default): one JSON object per line, replies in the shapes of edge_runtime.serve.service:
-    {"id": 7, "prompt": "...", ...options}   ->  {"id": 7, "seq": n, "text": "..."} ... then
-                                                 {"id": 7, "done": true, "text", "finish_reason", ...}
-    {"cancel": 7}                            ->  {"cancel": 7, "ok": true} (then the final "cancelled" line)
-    {"ping": 1}                              ->  {"pong": 1, ...status, "serial": {...}}
-    {"hello": 1}                             ->  {"hello": 1, "session": "3.1"}: a new id namespace
+JSON mode (default): one JSON object per line, replies in the shapes of edge_runtime.serve.protocol:
+    {"id": 7, "messages": [...], ...options}  ->  {"id": 7, "seq": n, "text": "..."} ... then
+                                                  {"id": 7, "done": true, "text", "finish_reason", ...}
+    {"cancel": 7}                             ->  {"cancel": 7, "ok": true} (then the final "cancelled" line)
+    {"ping": 1}                               ->  {"pong": 1, ...status, "serial": {...}}
+    {"hello": 1}                              ->  {"hello": 1, "session": "3.1"}: a new id namespace
 Text mode (--text): a line in, the answer out, ended by an empty line; Ctrl-C cancels.
-Framing, CRC and line limits: edge_runtime.serve.serial_framing.
+Framing, CRC and line limits: edge_runtime.serve.serial_framing; the write queue:
+edge_runtime.serve.serial_outbox; the command line: edge_runtime.serve.serial_cli.
+
+Every line that is not empty gets a reply: a request exactly one final line, whatever it holds
+(a request that fails to parse is answered bad_request, one whose reply could not be encoded
+internal), so neither the reader nor the writer thread ever dies of an input.
 
 Threads: the main thread reads the port, a writer thread drains an Outbox to it, the service's
 worker generates. Reading never waits on writing, so a cancel is seen while a reply crawls out
@@ -19,217 +24,39 @@ Duplicate requests: an id is remembered per (port session, hello epoch). Reopeni
 sending {"hello": ...} starts a fresh namespace, so a microcontroller that reboots and counts ids
 from 1 again is not refused.
 """
-import argparse
 import collections
 import dataclasses
 import logging
 import os
 import select
-import signal
 import stat
-import sys
 import threading
 import time
 
-from edge_runtime.serve.serial_framing import (
-    E_BAD_REQUEST, E_LINE_TOO_LONG, ETX, FramingError, LineReader, LineTooLong, TextRenderer,
-    clean_text_line, decode_json_line, encode_json_line)
-from edge_runtime.board.device_config import KERNEL_HELP
-from edge_runtime.serve.service import GenerationService, Limits, RequestError, error_reply, parse_request
+from edge_runtime.serve.protocol import (E_BAD_REQUEST, E_LINE_TOO_LONG, E_NOT_FOUND, RequestError,
+                                         cancelled_reply, check_structure, encoding_failed_reply, error_reply,
+                                         parse_request)
+from edge_runtime.serve.serial_framing import (ETX, FramingError, LineReader, LineTooLong, TextRenderer,
+                                               clean_text_line, decode_json_line, encode_json_line)
+from edge_runtime.serve.serial_outbox import NoiseLimiter, Outbox
 
 log = logging.getLogger("edge_runtime.serve.serial")
 
 DEFAULT_BAUD = 115200
 DEFAULT_MAX_LINE = 65536      # bytes; a prompt at the service's 16384-character limit fits as JSON
-CHUNK_CHARS = 256             # most text in one chunk line when pieces are merged on a slow link
-CONTROL_QUEUE = 64            # unsent pongs/acks/errors held; beyond this they are dropped
-NOISE_REPLIES_PER_S = 4.0     # error lines answering noise; more noise is counted, not answered
 READ_SIZE = 4096
 POLL_S = 0.2                  # blocked loops look at their stop flags this often
 DRAIN_S = 3.0                 # at shutdown, time for the writer to send the final lines
 REOPEN_MAX_S = 2.0            # cap of the backoff between attempts to reopen a vanished port
 ERRNO_FATAL = {"ENOTTY"}      # open errors that waiting will not fix
 STAT_KEYS = ("bytes_in", "bytes_out", "lines_in", "lines_out", "requests", "noise_lines", "noise_unanswered",
-             "lines_too_long")
+             "lines_too_long", "encode_failures")
 
 
 @dataclasses.dataclass
 class SerialContext:
     reply_key: object             # (port session, hello epoch): the service's duplicate namespace
     crc: bool                     # replies carry a crc member
-
-
-class ReplyStream:
-    """What is still to be written for one request: merged text, then its final line."""
-
-    __slots__ = ("id", "crc", "streaming", "pending", "pending_chars", "sent_chars", "seq", "final",
-                 "cancelled", "renderer")
-
-    def __init__(self, request_id, crc, streaming, renderer=None):
-        self.id = request_id
-        self.crc = crc
-        self.streaming = streaming
-        self.pending = []             # text pieces generated, not yet written
-        self.pending_chars = 0
-        self.sent_chars = 0
-        self.seq = 0                  # the next chunk line's seq: 0, 1, 2 ... without gaps
-        self.final = None
-        self.cancelled = False        # unsent text dropped; the final says "cancelled"
-        self.renderer = renderer      # text mode only
-
-
-class Outbox:
-    """Lines waiting for the writer, bounded: at most `max_control` single lines (pongs, acks,
-    errors), and one ReplyStream per accepted request whose text grows only with what the model
-    generated (capped by max_tokens). Replies are written whole, in order of arrival; single lines
-    go first."""
-
-    def __init__(self, max_control=CONTROL_QUEUE, chunk_chars=CHUNK_CHARS):
-        self._cond = threading.Condition()
-        self._control = collections.deque()
-        self._streams = collections.deque()
-        self.max_control = max_control
-        self.chunk_chars = chunk_chars
-        self.closed = False
-        self.dropped_lines = 0
-        self.peak_lines = 0
-        self.peak_pending_chars = 0
-        self._pending_chars = 0
-
-    def _note_peak(self):
-        self.peak_lines = max(self.peak_lines, len(self._control) + len(self._streams))
-        self.peak_pending_chars = max(self.peak_pending_chars, self._pending_chars)
-
-    def put_control(self, msg, crc=False):
-        """Queue one line; False (and counted) when the queue is full or closed."""
-        with self._cond:
-            if self.closed or len(self._control) >= self.max_control:
-                self.dropped_lines += 1
-                return False
-            self._control.append((msg, crc))
-            self._note_peak()
-            self._cond.notify()
-            return True
-
-    def open_stream(self, request_id, crc, streaming, renderer=None):
-        stream = ReplyStream(request_id, crc, streaming, renderer)
-        with self._cond:
-            self._streams.append(stream)
-            self._note_peak()
-        return stream
-
-    def discard_stream(self, stream):
-        with self._cond:
-            if stream in self._streams:
-                self._streams.remove(stream)
-                self._pending_chars -= stream.pending_chars
-
-    def add_text(self, stream, text):
-        with self._cond:
-            if self.closed or stream.cancelled or not text:
-                return
-            stream.pending.append(text)
-            stream.pending_chars += len(text)
-            self._pending_chars += len(text)
-            self._note_peak()
-            self._cond.notify()
-
-    def finish(self, stream, final):
-        with self._cond:
-            stream.final = final
-            self._cond.notify()
-
-    def cancel_stream(self, stream):
-        """Drop the stream's unsent text; its final will say cancelled."""
-        with self._cond:
-            stream.cancelled = True
-            self._pending_chars -= stream.pending_chars
-            stream.pending, stream.pending_chars = [], 0
-
-    def open_streams(self, request_id=None):
-        """Streams whose final line is not written yet (all, or those of one request id)."""
-        with self._cond:
-            return [s for s in self._streams if request_id is None or _same_id(s.id, request_id)]
-
-    @property
-    def pending_chars(self):
-        return self._pending_chars
-
-    @property
-    def lines(self):
-        return len(self._control) + len(self._streams)
-
-    def close(self):
-        """No more input; take() returns None once everything queued is written."""
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-    def empty(self):
-        with self._cond:
-            return not self._control and not self._streams
-
-    def take(self, timeout):
-        """The next thing to write: ("control", msg, crc), ("chunk", stream, text, seq) or
-        ("final", stream, final); None if nothing came within `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if self._control:
-                    msg, crc = self._control.popleft()
-                    return ("control", msg, crc)
-                if self._streams:
-                    stream = self._streams[0]
-                    if stream.pending_chars:
-                        text = "".join(stream.pending)
-                        piece, rest = text[:self.chunk_chars], text[self.chunk_chars:]
-                        stream.pending = [rest] if rest else []
-                        stream.pending_chars = len(rest)
-                        self._pending_chars -= len(piece)
-                        seq, stream.seq = stream.seq, stream.seq + 1
-                        stream.sent_chars += len(piece)
-                        return ("chunk", stream, piece, seq)
-                    if stream.final is not None:
-                        self._streams.popleft()
-                        return ("final", stream, _final_as_sent(stream))
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-
-
-def _same_id(a, b):
-    return type(a) is type(b) and a == b
-
-
-def _final_as_sent(stream):
-    """The final reply, after a cancel of a reply whose text was not all sent: finish_reason
-    "cancelled" and the text that was sent, so the chunks always add up to the final text."""
-    final = stream.final
-    if not stream.cancelled or final.get("finish_reason") == "error":
-        return final
-    final = dict(final, finish_reason="cancelled")
-    if stream.streaming:
-        final["text"] = final.get("text", "")[:stream.sent_chars]
-    return final
-
-
-class NoiseLimiter:
-    """Token bucket: how many noise lines get an error reply (the rest are only counted), so a
-    wrong baud rate cannot flood the link with error lines."""
-
-    def __init__(self, rate=NOISE_REPLIES_PER_S, burst=8):
-        self.rate, self.burst = rate, burst
-        self.tokens, self.stamp = float(burst), time.monotonic()
-
-    def allow(self):
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class PortSession:
@@ -315,12 +142,22 @@ class PortSession:
         msg, used_crc = decoded
         # the replies to a line carry a CRC when it had one (always with --crc)
         crc = self.last_crc = used_crc or self.server.require_crc
+        try:
+            self._dispatch(msg, crc)
+        except Exception as exc:  # a bug in handling one message: it still gets its reply
+            log.exception("failed to handle a message of %d bytes", len(raw))
+            self.outbox.put_control(error_reply(None, E_BAD_REQUEST, f"the message could not be handled "
+                                                                     f"({type(exc).__name__})"), crc)
+
+    def _dispatch(self, msg, crc):
         for verb, handler in (("ping", self._on_ping), ("cancel", self._on_cancel), ("hello", self._on_hello)):
             if verb in msg:
                 extra = sorted(set(msg) - {verb})
+                problem = check_structure(msg)  # the value is echoed: it must encode
                 if extra:
-                    self.outbox.put_control(error_reply(None, E_BAD_REQUEST, f"a \"{verb}\" message has "
-                                                        f"no other fields, got {', '.join(extra)}"), crc)
+                    problem = f"a \"{verb}\" message has no other fields, got {', '.join(extra)}"
+                if problem is not None:
+                    self.outbox.put_control(error_reply(None, E_BAD_REQUEST, problem), crc)
                 else:
                     handler(msg[verb], crc)
                 return
@@ -341,27 +178,32 @@ class PortSession:
         found = self._cancel(request_id)
         reply = {"cancel": request_id, "ok": found}
         if not found:
-            reply["error"] = {"code": "not_found",
+            reply["error"] = {"code": E_NOT_FOUND,
                               "message": f"no request {request_id!r} is queued, running or being sent"}
         self.outbox.put_control(reply, crc)
 
+    @property
+    def reply_key(self):
+        return (self.number, self.epoch)
+
     def _cancel(self, request_id):
-        streams = self.outbox.open_streams(request_id)
+        """Cancel a request of this session and hello epoch (the requester's namespace)."""
+        streams = self.outbox.open_streams(request_id, self.reply_key)
         for stream in streams:
             self.outbox.cancel_stream(stream)
-        found = self.server.service.cancel(request_id)
+        found = self.server.service.cancel(request_id, self.reply_key)
         if found or streams:
             log.info("request %r cancelled", request_id)
         return bool(found or streams)
 
     def _submit(self, msg, crc, renderer=None):
-        context = SerialContext(reply_key=(self.number, self.epoch), crc=crc)
+        context = SerialContext(reply_key=self.reply_key, crc=crc)
         try:
             req = parse_request(msg, self.server.limits, context)
         except RequestError as exc:
             self.outbox.put_control(error_reply(exc.request_id, exc.code, exc.message), crc)
             return
-        stream = self.outbox.open_stream(req.id, crc, req.stream, renderer)
+        stream = self.outbox.open_stream(req.id, crc, req.stream, renderer, context.reply_key)
         outbox = self.outbox
         try:
             self.server.service.submit(req, on_chunk=lambda chunk: outbox.add_text(stream, chunk["text"]),
@@ -381,7 +223,7 @@ class PortSession:
             self.lines.reset()
             for stream in self.outbox.open_streams():
                 self.outbox.cancel_stream(stream)
-                self.server.service.cancel(stream.id)
+                self.server.service.cancel(stream.id, stream.key)
             self._feed(part, self._on_text_line)
 
     def _on_text_line(self, raw):
@@ -421,6 +263,25 @@ class PortSession:
             note = f"error: {final.get('error', {}).get('message', 'unknown')}"
         return subject.renderer.end(note).encode("utf-8")
 
+    def _encode_or_error(self, item):
+        """The bytes of one item; an item that cannot be encoded becomes an error line (a final) or
+        is dropped (a chunk: its final then fails the same way and reports it), never an exception."""
+        try:
+            return self._encode(item)
+        except Exception as exc:
+            self.stats["encode_failures"] += 1
+            kind, subject = item[0], item[1]
+            log.error("a %s line could not be encoded (%s: %s)", kind, type(exc).__name__, exc)
+            if kind == "chunk":
+                return b""
+            failed = encoding_failed_reply(item[2] if kind == "final" else subject, exc)
+            if kind == "final" and isinstance(subject.id, (str, int)):
+                failed["id"] = subject.id
+            crc = subject.crc if kind == "final" else item[2]
+            if self.server.text:
+                return TextRenderer().end(f"error: {failed['error']['message']}").encode("utf-8")
+            return encode_json_line(failed, crc)
+
     def _write_loop(self):
         try:
             while not self.lost.is_set() and not self.abort_writes.is_set():
@@ -433,7 +294,7 @@ class PortSession:
                     final = item[2]
                     log.info("request %r: %s, %s tokens", final.get("id"), final.get("finish_reason"),
                              (final.get("usage") or {}).get("completion_tokens", 0))
-                data = self._encode(item)
+                data = self._encode_or_error(item)
                 if data:
                     self._write_all(data)
                     self.stats["lines_out"] += 1
@@ -466,7 +327,7 @@ class PortSession:
         self.outbox.close()
         for stream in streams:
             self.outbox.cancel_stream(stream)
-            self.server.service.cancel(stream.id)
+            self.server.service.cancel(stream.id, stream.key)
         self.abort_writes.set()
         self._writer.join(2 * POLL_S + 1.0)
         _close_quietly(self.ser)
@@ -478,8 +339,7 @@ class PortSession:
         service.stop(cancel_running=True, timeout=10.0)
         for stream in self.outbox.open_streams():
             if stream.final is None:  # the worker did not answer in time
-                self.outbox.finish(stream, {"id": stream.id, "done": True, "text": "", "finish_reason": "cancelled",
-                                            "usage": {}, "timings": {}})
+                self.outbox.finish(stream, cancelled_reply(stream.id))
         self.outbox.close()
         self._writer.join(DRAIN_S)
         if self._writer.is_alive():
@@ -604,111 +464,3 @@ def _errno_name(number):
     import errno
 
     return errno.errorcode.get(number, "") if isinstance(number, int) else ""
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def add_arguments(p):
-    p.description = ("Answer prompts arriving on a serial port: newline-delimited JSON (or plain text "
-                     "with --text). The port is waited for and reopened if it vanishes; SIGTERM "
-                     "cancels the running reply and exits 0.")
-    p.add_argument("-m", "--model", default=None, help="model file (GGUF); default: the packaged model")
-    p.add_argument("--config", default=None, metavar="FILE|NAME",
-                   help="board config (device_configs/*.toml or a built-in name): its [serial] section "
-                        "and threads/n_ctx/cpu_affinity/mmap/mlock are the defaults, memory_budget_mb the limit")
-    p.add_argument("--port", default=None, metavar="DEV", help="serial device, e.g. /dev/ttyUSB0, /dev/serial0")
-    p.add_argument("--baud", type=_positive_int, default=None, help=f"baud rate (default {DEFAULT_BAUD})")
-    p.add_argument("--text", action="store_true", default=None,
-                   help="plain-text mode for a terminal: a line in, the answer out, ended by an empty line")
-    p.add_argument("--rtscts", action="store_true", help="hardware flow control (RTS/CTS)")
-    p.add_argument("--xonxoff", action="store_true", help="software flow control (XON/XOFF)")
-    p.add_argument("--crc", action="store_true",
-                   help="require a CRC-32 on every JSON line (replies always carry one)")
-    p.add_argument("--max-line", type=_positive_int, default=DEFAULT_MAX_LINE, metavar="BYTES",
-                   help=f"longest accepted line; longer ones are discarded (default {DEFAULT_MAX_LINE})")
-    p.add_argument("-n", "--max-tokens", type=_positive_int, default=None,
-                   help="max_tokens of requests that do not say (default 256)")
-    p.add_argument("--max-request-tokens", type=_positive_int, default=None,
-                   help="largest max_tokens a request may ask for (default 1024)")
-    p.add_argument("--queue", type=int, default=None, help="requests waiting behind the running one (default 4)")
-    p.add_argument("--temp", type=float, default=None, help="temperature of text-mode requests (default 0.8)")
-    p.add_argument("-t", "--threads", type=_positive_int, default=None, help="threads (default: board config or big cores)")
-    p.add_argument("--ctx", type=_positive_int, default=None, help="context size in tokens (default: board config or 2048)")
-    p.add_argument("--kernel", default=None, help=KERNEL_HELP)
-    p.add_argument("--mlock", action="store_true", default=None, help="lock the model in RAM")
-    p.add_argument("--no-mmap", action="store_true", default=None, help="read the model into memory")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-
-
-def _usage_error(message):
-    print(f"edge-runtime serve serial: error: {message}", file=sys.stderr)
-    return 2
-
-
-def _load_model(args, config):
-    from edge_runtime.serve.service import load_model_for_board
-
-    return load_model_for_board(args.model, config, threads=args.threads, n_ctx=args.ctx, no_mmap=args.no_mmap,
-                                mlock=args.mlock, kernel=args.kernel, seed=args.seed)
-
-
-def main(args):
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = None
-    if args.config:
-        from edge_runtime.board.device_config import find_config
-
-        config = find_config(args.config)
-    port = args.port or (config.serial.port if config else None)
-    if not port:
-        return _usage_error("no serial port: give --port DEV (or a --config whose [serial] port is set)")
-    baud = args.baud or (config.serial.baud if config else DEFAULT_BAUD)
-    text = bool(args.text) or bool(config and config.serial.text)
-    if args.max_line < 64:
-        return _usage_error(f"--max-line {args.max_line}: expected at least 64 bytes")
-    if args.queue is not None and args.queue < 0:
-        return _usage_error(f"--queue {args.queue}: expected 0 or more")
-    defaults = Limits()
-    limits = Limits(max_tokens=args.max_request_tokens or defaults.max_tokens,
-                    default_max_tokens=args.max_tokens or defaults.default_max_tokens,
-                    queue_size=defaults.queue_size if args.queue is None else args.queue)
-    if limits.default_max_tokens > limits.max_tokens:
-        return _usage_error(f"--max-tokens {limits.default_max_tokens} is above --max-request-tokens "
-                            f"{limits.max_tokens}")
-    text_options = {} if args.temp is None else {"temperature": args.temp}
-
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    model = None
-    try:
-        model = _load_model(args, config)
-        service = GenerationService(model, limits).start()
-        log.info("model %s loaded (%d threads, kernel %s)", model.name, model.n_threads, model.kernel)
-        server = SerialServer(service, port, baud, text=text, rtscts=args.rtscts, xonxoff=args.xonxoff,
-                              max_line=args.max_line, require_crc=args.crc, text_options=text_options,
-                              limits=limits)
-        rc = server.run(stop)
-        log.info("stopped")
-        return rc
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if model is not None:
-            model.close()
-
-
-# the client lives in its own module; the CLI finds it here
-from edge_runtime.serve.serial_client import add_client_arguments, client_main  # noqa: E402,F401

@@ -9,9 +9,10 @@ import os
 import sys
 import time
 
-from edge_runtime.serve.serial_framing import (
-    E_BAD_CRC, E_BAD_REQUEST, E_LINE_TOO_LONG, FramingError, LineReader, LineTooLong, decode_json_line,
-    encode_json_line)
+from edge_runtime.serve import options
+from edge_runtime.serve.protocol import E_BAD_CRC, E_BAD_REQUEST, E_DUPLICATE, E_LINE_TOO_LONG
+from edge_runtime.serve.serial_framing import (FramingError, LineReader, LineTooLong, decode_json_line,
+                                               encode_json_line)
 
 DEFAULT_TIMEOUT_S = 120.0     # a big model on a small board can think for a while before its first token
 RESENDS = 2                   # times a request the service reports as damaged is sent again
@@ -28,17 +29,22 @@ def add_client_arguments(p):
                      "streamed answer. Exit code 0 when it arrived whole, 1 otherwise, 2 on usage errors.")
     p.add_argument("question", nargs="?", help="the question (one line in --text mode)")
     p.add_argument("--port", required=True, metavar="DEV", help="serial device, e.g. /dev/ttyUSB0")
-    p.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
+    p.add_argument("--baud", type=options.int_in(50, 12_000_000), default=115200,
+                   help="baud rate, 50..12000000 (default 115200)")
     p.add_argument("--crc", action="store_true", help="send a CRC-32 and check the one on every reply line")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
-                   help=f"seconds to wait for the next reply line (default {DEFAULT_TIMEOUT_S:.0f})")
+    p.add_argument("--timeout", type=options.float_in(0, 86400, low_inclusive=False), default=DEFAULT_TIMEOUT_S,
+                   metavar="S", help=f"seconds to wait for the next reply line, (0, 86400] "
+                                     f"(default {DEFAULT_TIMEOUT_S:.0f})")
     p.add_argument("--text", action="store_true", help="the service runs in --text mode")
     p.add_argument("--ping", action="store_true", help="print the service's status instead of asking")
     p.add_argument("--raw", action="store_true", help="send the question as a raw prompt, not a chat message")
     p.add_argument("--system", default=None, help="system message (chat)")
-    p.add_argument("-n", "--max-tokens", type=int, default=None, help="maximum tokens to generate")
-    p.add_argument("--temp", type=float, default=None, help="temperature (0 = greedy)")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed")
+    p.add_argument("-n", "--max-tokens", type=options.limit_type("max_tokens"), default=None,
+                   help="maximum tokens to generate, 1..65536 (the service may cap it lower)")
+    p.add_argument("--temp", type=options.request_field_type("temperature"), default=None,
+                   help=f"temperature, {options.field_range('temperature')} (0 = greedy)")
+    p.add_argument("--seed", type=options.request_field_type("seed"), default=None,
+                   help=f"sampling seed, {options.field_range('seed')}")
     p.add_argument("--rtscts", action="store_true", help="hardware flow control (RTS/CTS)")
     p.add_argument("--xonxoff", action="store_true", help="software flow control (XON/XOFF)")
 
@@ -51,9 +57,6 @@ def _fail(message):
 def client_main(args):
     if not args.ping and not args.question:
         print("edge-runtime ask-serial: error: give a question (or --ping)", file=sys.stderr)
-        return 2
-    if args.timeout <= 0:
-        print(f"edge-runtime ask-serial: error: --timeout {args.timeout}: expected seconds > 0", file=sys.stderr)
         return 2
     if args.text and ("\n" in (args.question or "") or "\r" in (args.question or "") or args.ping):
         print("edge-runtime ask-serial: error: --text sends one line: no line breaks, no --ping", file=sys.stderr)
@@ -185,7 +188,7 @@ def _ask_json(link, args):
                 continue
             if not msg.get("done"):
                 continue
-            if error.get("code") == "duplicate":
+            if error.get("code") == E_DUPLICATE:
                 continue  # our resend arrived after the original, which is being answered
             return _final(msg, answered, damaged, out)
     except KeyboardInterrupt:

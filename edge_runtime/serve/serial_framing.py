@@ -28,10 +28,8 @@ import json
 import re
 import zlib
 
-# error codes of line-level problems (the service's own codes are in edge_runtime.serve.service)
-E_BAD_REQUEST = "bad_request"      # not UTF-8, not JSON, not an object
-E_LINE_TOO_LONG = "line_too_long"
-E_BAD_CRC = "bad_crc"
+from edge_runtime.serve.protocol import E_BAD_CRC, E_BAD_REQUEST, dumps
+
 
 CRC_FIELD = "crc"
 CRC_SUFFIX_LEN = 18                # len(',"crc":"XXXXXXXX"}')
@@ -41,7 +39,7 @@ _MAX_START_CANDIDATES = 8          # "{" positions tried when noise precedes the
 
 
 class FramingError(ValueError):
-    """A line that is not a valid message. `code` is one of the E_* strings above."""
+    """A line that is not a valid message. `code` is one of the E_* codes of edge_runtime.serve.protocol."""
 
     def __init__(self, code, message):
         super().__init__(message)
@@ -141,7 +139,7 @@ def add_crc(line):
 
 def encode_json_line(obj, crc=False):
     """One message as a line: compact JSON (UTF-8, control characters escaped), optional crc, "\\n"."""
-    line = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    line = dumps(obj).encode("utf-8")
     if crc:
         line = add_crc(line)
     return line + b"\n"
@@ -172,6 +170,8 @@ def _decode_candidate(candidate, require_crc):
         raise FramingError(E_BAD_REQUEST, f"not valid UTF-8 at byte {exc.start} of the message") from None
     try:
         obj = json.loads(text)
+    except RecursionError:
+        raise FramingError(E_BAD_REQUEST, "JSON nested too deeply") from None
     except ValueError as exc:
         raise FramingError(E_BAD_REQUEST, f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):

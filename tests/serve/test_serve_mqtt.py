@@ -5,277 +5,22 @@ a paho client in the test plays the other devices and asserts on what crossed th
 """
 import json
 import logging
-import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
-from conftest import subprocess_env
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from mqtt_harness import (LONG, TIMEOUT, Broker, Peer, Service, _subprocess_env, ask, broker, check_stream,  # noqa: F401
+                          peer, requires_mosquitto, response_topic, slow_model_path, wait_online)
 
-import edge_runtime
-from edge_runtime.serve import mqtt as serve_mqtt
-from edge_runtime.serve.service import GenerationService, Limits
+from edge_runtime.serve import ha_discovery, mqtt as serve_mqtt, mqtt_cli, topics as serve_topics
+from edge_runtime.serve.protocol import Limits
+from edge_runtime.serve.service import GenerationService
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
-
-TIMEOUT = 30.0
-# constrained to a long string, generation cannot end before max_tokens (no early EOS)
-LONG = {"json_schema": {"type": "string", "minLength": 4000, "maxLength": 5000}, "max_tokens": 1024}
-
-
-# ---------------------------------------------------------------------------------------------
-# A broker, a service process and a test peer
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Broker:
-    """mosquitto on 127.0.0.1:<free port> with a generated config; restartable on the same port."""
-
-    def __init__(self, workdir, listener_extra="", persistence=False, anonymous=True):
-        self.port = free_port()
-        self.dir = workdir
-        os.makedirs(workdir, exist_ok=True)
-        lines = [f"listener {self.port} 127.0.0.1", *filter(None, listener_extra.splitlines()),
-                 f"allow_anonymous {'true' if anonymous else 'false'}", f"user {_user()}",
-                 "log_dest stderr", "log_type error", "log_type warning", "log_type notice"]
-        if persistence:
-            lines += ["persistence true", f"persistence_location {workdir}/",
-                      "autosave_on_changes true", "autosave_interval 1"]
-        else:
-            lines.append("persistence false")
-        self.conf = os.path.join(workdir, "mosquitto.conf")
-        with open(self.conf, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        self.proc = None
-        self.log = open(os.path.join(workdir, "mosquitto.log"), "ab")
-
-    def start(self):
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", self.conf], stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {self.read_log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.read_log()}")
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
-
-    def read_log(self):
-        with open(os.path.join(self.dir, "mosquitto.log"), "rb") as f:
-            return f.read().decode("utf-8", "replace")[-2000:]
-
-
-def _user():
-    import pwd
-
-    return pwd.getpwuid(os.getuid()).pw_name
-
-
-def _subprocess_env():
-    return subprocess_env()
-
-
-class Service:
-    """`python -m edge_runtime serve mqtt ...` with its stderr collected line by line."""
-
-    def __init__(self, cwd, model, port, device, *extra, threads=("-t", "1")):
-        self.device = device
-        broker = ["--broker", f"127.0.0.1:{port}"] if port is not None else []
-        self.argv = [sys.executable, "-m", "edge_runtime", "serve", "mqtt", "-m", str(model), *threads, *broker,
-                     "--device-id", device, "--metrics-interval", "1", *extra]
-        self.proc = subprocess.Popen(self.argv, cwd=cwd, env=_subprocess_env(), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.lines = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for raw in self.proc.stderr:
-            with self._cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    @property
-    def stderr(self):
-        with self._cond:
-            return "\n".join(self.lines)
-
-    def wait_for_log(self, pattern, timeout=TIMEOUT):
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if regex.search(line):
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"no log line matching {pattern!r} (exit code {self.proc.poll()});\n"
-                                         f"stderr:\n{chr(10).join(self.lines)}")
-                self._cond.wait(min(left, 0.2))
-
-    def wait_exit(self, timeout=TIMEOUT):
-        code = self.proc.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(5)
-
-
-class Peer:
-    """A paho client in the test: records every message it receives."""
-
-    def __init__(self, port, version="5", client_id="", persistent=False, tls=None, login=None):
-        self.v5 = version == "5"
-        protocol = mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311
-        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=protocol, clean_session=None if self.v5 else not persistent)
-        if tls:
-            self.client.tls_set(**tls)
-        if login:
-            self.client.username_pw_set(*login)
-        self.client.reconnect_delay_set(0.1, 0.5)
-        self.messages = []
-        self._cond = threading.Condition()
-        self._subacks = set()
-        self._connected = threading.Event()
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_connect = lambda c, u, f, rc, p: self._connected.set() if not rc.is_failure else None
-        props = None
-        if self.v5 and persistent:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = 600
-        if self.v5:
-            self.client.connect("127.0.0.1", port, 30, clean_start=not persistent, properties=props)
-        else:
-            self.client.connect("127.0.0.1", port, 30)
-        self.client.loop_start()
-        assert self._connected.wait(TIMEOUT), "test peer could not connect"
-
-    def _on_message(self, client, userdata, msg):
-        with self._cond:
-            self.messages.append(msg)
-            self._cond.notify_all()
-
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
-        with self._cond:  # the SUBACK may arrive before subscribe() has returned the mid
-            self._subacks.add(mid)
-            self._cond.notify_all()
-
-    def subscribe(self, topic, qos=1):
-        rc, mid = self.client.subscribe(topic, qos)
-        assert rc == mqtt.MQTT_ERR_SUCCESS
-        with self._cond:
-            assert self._cond.wait_for(lambda: mid in self._subacks, TIMEOUT), f"no SUBACK for {topic}"
-
-    def publish(self, topic, payload, qos=1, retain=False, properties=None):
-        if isinstance(payload, (dict, list)):
-            payload = json.dumps(payload)
-        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        info.wait_for_publish(TIMEOUT)
-
-    def on_topic(self, topic):
-        with self._cond:
-            return [m for m in self.messages if m.topic == topic]
-
-    def wait_for(self, predicate, timeout=TIMEOUT, what="a message"):
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for m in self.messages:
-                    if predicate(m):
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    seen = [(m.topic, m.payload[:120]) for m in self.messages[-20:]]
-                    raise AssertionError(f"timed out waiting for {what}; last messages: {seen}")
-                self._cond.wait(min(left, 0.2))
-
-    def final(self, topic, timeout=TIMEOUT):
-        """The final reply on `topic` (decoded)."""
-        msg = self.wait_for(lambda m: m.topic == topic and b'"done":true' in m.payload, timeout,
-                            f"a final reply on {topic}")
-        return json.loads(msg.payload)
-
-    def chunks(self, topic):
-        return [json.loads(m.payload) for m in self.on_topic(topic) if b'"done":true' not in m.payload]
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def wait_online(peer, service, prefix="edge"):
-    """Once the retained status is online, the service's subscriptions are active (sent before it)."""
-    status = f"{prefix}/{service.device}/status"
-    peer.subscribe(status)
-    service.wait_for_log(r"connected to broker")
-    peer.wait_for(lambda m: m.topic == status and m.payload == b"online", what=f"online on {status}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Fixtures
-
-@pytest.fixture(scope="module")
-def slow_model_path(tmp_path_factory):
-    """A random tiny-vocabulary model big enough (~300 tok/s at one thread) for a request to be
-    cancelled, queued behind or outlive a broker restart."""
-    from conftest import tiny_tokenizer
-
-    from edge_runtime.formats.random_model import write_random_model
-
-    path = tmp_path_factory.mktemp("slow-model") / "slow.gguf"
-    return write_random_model(str(path), shape="tiny", tokenizer=tiny_tokenizer(), seed=1, dim=512, n_layers=8,
-                              ffn_dim=1024)
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    b = Broker(str(tmp_path_factory.mktemp("broker"))).start()
-    yield b
-    b.stop()
+pytestmark = requires_mosquitto
 
 
 @pytest.fixture(scope="module")
@@ -289,29 +34,6 @@ def served(broker, slow_model_path, tmp_path_factory):
     peer.close()
     yield svc
     svc.stop()
-
-
-@pytest.fixture
-def peer(broker):
-    p = Peer(broker.port)
-    yield p
-    p.close()
-
-
-def ask(peer, body, device="board1", properties=None, reply_topic=None):
-    """Subscribe to the reply topic, publish the request, return the final reply."""
-    topic = reply_topic or f"edge/{device}/response/{body['id']}"
-    peer.subscribe(topic)
-    peer.publish(f"edge/{device}/request", body, properties=properties)
-    return peer.final(topic)
-
-
-def check_stream(peer, topic, final):
-    chunks = peer.chunks(topic)
-    assert [c["seq"] for c in chunks] == list(range(len(chunks)))
-    assert all(c["id"] == final["id"] and set(c) == {"id", "seq", "text"} for c in chunks)
-    assert "".join(c["text"] for c in chunks) == final["text"]
-    return chunks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,16 +54,15 @@ def test_round_trip_mqtt311_streams_chunks_then_final(served, broker):
 
 
 def test_round_trip_mqtt5_response_topic_and_correlation_data(served, peer):
-    props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = "clients/kitchen/inbox"
-    props.CorrelationData = b"\x00corr-42\xff"
-    final = ask(peer, {"id": 42, "prompt": "Hi", "max_tokens": 10}, properties=props,
-                reply_topic="clients/kitchen/inbox")
+    inbox = "edge/reply/kitchen/inbox"
+    props = response_topic(inbox, b"\x00corr-42\xff")
+    final = ask(peer, {"id": 42, "prompt": "Hi", "max_tokens": 10, "stream": True}, properties=props,
+                reply_topic=inbox)
     assert final["id"] == 42 and final["finish_reason"] in ("stop", "length")
-    replies = peer.on_topic("clients/kitchen/inbox")
-    assert len(replies) >= 2
+    replies = peer.on_topic(inbox)
+    assert len(replies) >= 2, "stream: true streams to a Response Topic too"
     assert all(m.properties.CorrelationData == b"\x00corr-42\xff" for m in replies)
-    check_stream(peer, "clients/kitchen/inbox", final)
+    check_stream(peer, inbox, final)
     time.sleep(0.3)
     assert not peer.on_topic("edge/board1/response/42"), "replies go only to the Response Topic"
 
@@ -388,11 +109,11 @@ def test_queue_full_answers_busy_at_once(served, peer):
 
 
 MALFORMED = [
-    # (payload, id the error reply is for or None for "log only", expected code, words in the message)
-    (b"this is not json", None, None, "not JSON"),
-    (b'{"prompt": "no id here"}', None, None, "needs an \"id\""),
-    (b'[1, 2, 3]', None, None, "JSON object"),
-    (b'{"id": ["x"], "prompt": "id of the wrong type"}', None, None, "\"id\""),
+    # (payload, id of the error reply (None: no usable id, answered on edge/board1/errors), code, words)
+    (b"this is not json", None, "bad_request", "not JSON"),
+    (b'{"prompt": "no id here"}', None, "bad_request", "needs an \"id\""),
+    (b'[1, 2, 3]', None, "bad_request", "JSON object"),
+    (b'{"id": ["x"], "prompt": "id of the wrong type"}', None, "bad_request", "\"id\""),
     (b'{"id": "m-type", "prompt": 5}', "m-type", "bad_request", "prompt"),
     (b'{"id": "m-opt", "prompt": "x", "max_tokens": "ten"}', "m-opt", "bad_request", "max_tokens"),
     (b'{"id": "m-range", "prompt": "x", "temperature": 99}', "m-range", "bad_request", "temperature"),
@@ -409,8 +130,9 @@ MALFORMED = [
 ]
 
 
-def test_malformed_requests_get_errors_or_log_lines_and_service_keeps_serving(served, peer):
+def test_malformed_requests_each_get_one_error_reply_and_service_keeps_serving(served, peer):
     peer.subscribe("edge/board1/response/#")
+    peer.subscribe("edge/board1/errors")
     for payload, _, _, _ in MALFORMED:
         peer.publish("edge/board1/request", payload)
     for _, rid, code, words in MALFORMED:
@@ -419,9 +141,11 @@ def test_malformed_requests_get_errors_or_log_lines_and_service_keeps_serving(se
         reply = peer.final(f"edge/board1/response/{rid}")
         assert reply["id"] == rid and reply["finish_reason"] == "error", reply
         assert reply["error"]["code"] == code and words in reply["error"]["message"], reply
-    for _, rid, _, words in MALFORMED:
-        if rid is None:
-            served.wait_for_log(r"bad request on edge/board1/request without a usable id.*" + re.escape(words))
+    anonymous = [words for _, rid, _, words in MALFORMED if rid is None]
+    errors = [json.loads(m.payload) for m in peer.wait_count("edge/board1/errors", len(anonymous))]
+    assert len(errors) == len(anonymous), errors
+    for words, reply in zip(anonymous, errors):  # QoS 1 from one publisher: in order
+        assert reply["id"] is None and reply["error"]["code"] == "bad_request" and words in reply["error"]["message"]
     final = ask(peer, {"id": "after-bad", "prompt": "still there?", "max_tokens": 4})
     assert final["finish_reason"] in ("stop", "length")
     assert served.proc.poll() is None and "Traceback" not in served.stderr
@@ -434,23 +158,21 @@ def test_duplicate_ids_are_answered_once(served, peer):
     peer.publish("edge/board1/request", body)
     peer.publish("edge/board1/request", body)
     peer.final(topic)
-    served.wait_for_log(r"'dup-1'.*duplicate id, ignored")
+    served.wait_for_log(r"'dup-1'.*a repeat of a request already received, ignored")
     time.sleep(0.5)
     assert len([m for m in peer.on_topic(topic) if b'"done":true' in m.payload]) == 1
     # the same id on another MQTT 5 Response Topic is another client's request
-    props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = "clients/other/inbox"
-    final = ask(peer, body, properties=props, reply_topic="clients/other/inbox")
+    final = ask(peer, body, properties=response_topic("edge/reply/other/inbox"), reply_topic="edge/reply/other/inbox")
     assert final["id"] == "dup-1" and final["finish_reason"] in ("stop", "length")
 
 
 def test_bad_response_topic_and_unroutable_id(served, peer):
-    props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = "edge/board1/request"
-    final = ask(peer, {"id": "loop-1", "prompt": "x", "max_tokens": 2}, properties=props)
+    final = ask(peer, {"id": "loop-1", "prompt": "x", "max_tokens": 2}, properties=response_topic("edge/board1/request"))
     assert final["error"]["code"] == "bad_request" and "own topics" in final["error"]["message"]
+    peer.subscribe("edge/board1/errors")
     peer.publish("edge/board1/request", {"id": "a+b", "prompt": "x"})
-    served.wait_for_log(r"request 'a\+b'.*cannot reply")
+    reply = json.loads(peer.wait_for(lambda m: m.topic == "edge/board1/errors" and b"a+b" in m.payload).payload)
+    assert reply["id"] == "a+b" and "topic level" in reply["error"]["message"]
 
 
 def test_status_online_and_metrics_retained(served, broker):
@@ -480,7 +202,7 @@ def test_home_assistant_discovery_and_republish_on_ha_online(served, peer):
     cfg = json.loads(first.payload)
     assert cfg["state_topic"] == "edge/board1/metrics" and cfg["availability_topic"] == "edge/board1/status"
     assert cfg["unit_of_measurement"] == "tok/s" and cfg["device"]["identifiers"] == ["edge_runtime_board1"]
-    expected = {f"homeassistant/sensor/edge_runtime_board1/{key}/config" for key, *_ in serve_mqtt.HA_SENSORS}
+    expected = {f"homeassistant/sensor/edge_runtime_board1/{key}/config" for key, *_ in ha_discovery.HA_SENSORS}
     expected.add("homeassistant/binary_sensor/edge_runtime_board1/busy/config")
     for topic in expected:
         peer.wait_for(lambda m: m.topic == topic and m.retain, what=topic)
@@ -706,7 +428,6 @@ def test_command_line_errors_are_one_line_and_exit_1(tmp_path):
         (["--prefix", "edge/#"], "--prefix"),
         (["--group", "bad group"], "--group"),
         (["--tls-ca", str(tmp_path / "missing.pem")], "no such file"),
-        (["--queue-size", "0"], "--queue-size"),
         (["--config", "no-such-board"], "no-such-board"),
     ]
     for extra, words in cases:
@@ -727,7 +448,7 @@ def test_an_exception_in_a_handler_is_logged_and_serving_goes_on(tiny_chat_model
 
     model = Model(tiny_chat_model_path, n_threads=1)
     service = GenerationService(model, Limits()).start()
-    topics = serve_mqtt.Topics("edge", "inproc")
+    topics = serve_topics.Topics("edge", "inproc")
     server = serve_mqtt.MqttServer(service, serve_mqtt.MqttSettings(
         host="127.0.0.1", port=broker.port, topics=topics, client_id="edge-runtime-inproc", metrics_interval=0))
     real_submit = service.submit
@@ -767,34 +488,45 @@ def test_an_exception_in_a_handler_is_logged_and_serving_goes_on(tiny_chat_model
 # Pure functions
 
 def test_parse_broker():
-    assert serve_mqtt.parse_broker("example.org:1884") == ("example.org", 1884)
-    assert serve_mqtt.parse_broker("example.org") == ("example.org", 1883)
-    assert serve_mqtt.parse_broker("example.org", tls=True) == ("example.org", 8883)
-    assert serve_mqtt.parse_broker("[::1]:1883") == ("::1", 1883)
+    assert mqtt_cli.parse_broker("example.org:1884") == ("example.org", 1884)
+    assert mqtt_cli.parse_broker("example.org") == ("example.org", 1883)
+    assert mqtt_cli.parse_broker("example.org", tls=True) == ("example.org", 8883)
+    assert mqtt_cli.parse_broker("[::1]:1883") == ("::1", 1883)
     for bad in ("", "host:0", "host:70000", "ho st:1883", "host:port"):
         with pytest.raises(ValueError, match="--broker"):
-            serve_mqtt.parse_broker(bad)
+            mqtt_cli.parse_broker(bad)
 
 
 def test_salvage_id_from_undecodable_payloads():
-    assert serve_mqtt.salvage_id(b'{"id": "abc", "prompt": "\xff') == "abc"
-    assert serve_mqtt.salvage_id(b'{"prompt": "x", "id": 17, ') == 17
-    assert serve_mqtt.salvage_id(b'{"id": "a\\"b", "prompt"') == 'a"b'
-    assert serve_mqtt.salvage_id(b'{"prompt": "say \\"id\\": \\"no\\""') is None
-    assert serve_mqtt.salvage_id(b'{"id": true}') is None
-    assert serve_mqtt.salvage_id(b'{"id": "' + b"x" * 200 + b'"}') is None
-    assert serve_mqtt.salvage_id(b"garbage") is None
+    assert serve_topics.salvage_id(b'{"id": "abc", "prompt": "\xff') == "abc"
+    assert serve_topics.salvage_id(b'{"prompt": "x", "id": 17, ') == 17
+    assert serve_topics.salvage_id(b'{"id": "a\\"b", "prompt"') == 'a"b'
+    assert serve_topics.salvage_id(b'{"prompt": "say \\"id\\": \\"no\\""') is None
+    assert serve_topics.salvage_id(b'{"id": true}') is None
+    assert serve_topics.salvage_id(b'{"id": "' + b"x" * 200 + b'"}') is None
+    assert serve_topics.salvage_id(b"garbage") is None
 
 
 def test_topics_and_response_topic_rules():
-    t = serve_mqtt.check_topics("edge", "pi5", "kitchen")
+    t = serve_topics.check_topics("edge", "pi5", "kitchen")
     assert t.response("q1") == "edge/pi5/response/q1" and t.response(7, fleet=True) == "edge/fleet/response/7"
     assert t.response("a#") is None
     assert ("$share/kitchen/edge/fleet/request", 1) in t.subscriptions()
-    assert serve_mqtt.check_response_topic("app/inbox", t) is None
-    for bad in ("", "app/+", "$SYS/x", "edge/pi5/request", "edge/pi5/status"):
-        assert serve_mqtt.check_response_topic(bad, t) is not None
+    assert ("edge/fleet/claim", 1) in t.subscriptions()
+    for good in ("edge/reply/app", "edge/reply/app/inbox/1"):
+        assert t.check_response_topic(good) is None, good
+    for bad in ("", "app/+", "$SYS/x", "app/inbox", "edge/pi5/request", "edge/pi5/status", "edge/pi5/response/q1",
+                "edge/fleet/response/q1", "edge/other/request", "edge/replyx/a", "homeassistant/light/x/config"):
+        assert t.check_response_topic(bad) is not None, bad
+    wide = serve_topics.check_topics("edge", "pi5", None, ["edge/reply/#", "apps/+/inbox"])
+    assert wide.check_response_topic("apps/kitchen/inbox") is None
+    assert wide.check_response_topic("apps/kitchen/inbox/x") is not None
+    assert serve_topics.check_topics("edge", "pi5", None, ["#"]).check_response_topic("edge/pi5/metrics") is not None
+    for bad in ("a/#/b", "a+", "$SYS/#", "", "a b"):
+        with pytest.raises(ValueError, match="--reply-namespace"):
+            serve_topics.check_filter(bad)
     for prefix, device, group in (("", "d", None), ("/edge", "d", None), ("edge", "fleet", None),
+                                  ("edge", "reply", None),
                                   ("edge", "d+", None), ("edge", "d", "a/b"), ("$edge", "d", None)):
         with pytest.raises(ValueError):
-            serve_mqtt.check_topics(prefix, device, group)
+            serve_topics.check_topics(prefix, device, group)
