@@ -3,6 +3,7 @@ model, a GenerationService and an MqttServer. No serving logic lives here."""
 import argparse
 import re
 import socket
+import sys
 import threading
 
 from edge_runtime.serve import options
@@ -129,9 +130,15 @@ def limits_from_args(args) -> Limits:
 
 def main(args) -> int:
     options.configure_logging(getattr(args, "debug", False))
-    board = options.find_board(args)
-    settings = settings_from_args(args, board)
-    limits = limits_from_args(args)
+    try:  # a command line that cannot work is a usage error: one line, exit code 2, before the model loads
+        board = options.find_board(args)
+        settings = settings_from_args(args, board)
+        limits = limits_from_args(args)
+    except ValueError as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"edge-runtime serve mqtt: error: {exc}", file=sys.stderr)
+        return 2
     model = options.load_model(args, board)
     service = GenerationService(model, limits).start()
     stop = threading.Event()

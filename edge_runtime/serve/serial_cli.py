@@ -53,7 +53,10 @@ def _usage_error(message):
 
 def main(args):
     options.configure_logging(args.verbose)
-    config = options.find_board(args)
+    try:
+        config = options.find_board(args)
+    except ValueError as exc:
+        return _usage_error(str(exc))
     port = args.port or (config.serial.port if config else None)
     if not port:
         return _usage_error("no serial port: give --port DEV (or a --config whose [serial] port is set)")
