@@ -187,7 +187,8 @@ def run_hassil(examples):
     skip = list(getattr(intents, "skip_words", []) or [])
     rows = []
     for ex in examples:
-        names = [(d.name, d.name) for d in ex.home.devices]
+        # the domain travels with each name as HA passes it: templates require it ("requires_context")
+        names = [(d.name, d.name, {"domain": d.domain}) for d in ex.home.devices]
         lists = {"name": TextSlotList.from_tuples(names, allow_template=False),
                  "area": TextSlotList.from_strings(ex.home.areas, allow_template=False),
                  "floor": TextSlotList.from_strings([], allow_template=False)}
