@@ -98,11 +98,22 @@ cdef extern from "er_engine.h" nogil:
     ctypedef struct er_engine:
         pass
 
+    int ER_MAX_BATCH_WANT
+
     int er_engine_create(er_engine **out, const er_config *cfg, const er_weights *w,
-                         const er_kernels *kernels, int n_ctx, int n_batch, int n_threads,
+                         const er_kernels *kernels, int n_ctx, int n_batch, int n_seq, int n_threads,
                          char *err, size_t err_len)
     int er_engine_eval(er_engine *e, const int32_t *tokens, int n, int pos, float *logits,
                        int all_logits)
+    int er_engine_eval_seq(er_engine *e, int seq, const int32_t *tokens, int n, int pos,
+                           float *logits, int all_logits)
+    int er_engine_eval_multi(er_engine *e, const int32_t *tokens, const int32_t *pos,
+                             const int32_t *seq, int n, const int32_t *want, int n_want,
+                             float *logits)
+    int er_engine_kv_read(er_engine *e, int seq, int n, int ld, uint16_t *k, uint16_t *v)
+    int er_engine_kv_write(er_engine *e, int seq, int n, int ld, const uint16_t *k,
+                          const uint16_t *v)
+    int er_engine_n_seq(const er_engine *e)
     void er_engine_abort(er_engine *e, int flag)
     const char *er_engine_error(const er_engine *e)
     const char *er_engine_kernel_name(const er_engine *e)

@@ -18,6 +18,7 @@ GGML_TYPE_I2_S = ER_GGML_TYPE_I2_S
 I2S_GROUP = ER_I2S_GROUP                    # weights per group of 2-bit codes
 I2S_GROUP_BYTES = ER_I2S_GROUP_BYTES
 I2S_TRAILER_BYTES = ER_I2S_TRAILER_BYTES    # the per-tensor f32 scale, padded
+MAX_BATCH_WANT = ER_MAX_BATCH_WANT          # rows of logits one mixed batch may return
 # (weights per block, bytes per block) of the block types
 BLOCK_LAYOUTS = {GGML_TYPE_F32: (1, 4), GGML_TYPE_F16: (1, 2),
                  GGML_TYPE_Q8_0: (ER_QK8_0, sizeof(er_block_q8_0)),
@@ -175,7 +176,7 @@ cdef class Engine:
     cdef object _buffer
     cdef const uint8_t[::1] _mem
     cdef er_layer_weights *_layers
-    cdef readonly int n_ctx, n_batch, n_vocab
+    cdef readonly int n_ctx, n_batch, n_vocab, n_seq, n_layers, kv_dim
     cdef readonly str kernel
 
     def __cinit__(self):
@@ -183,7 +184,7 @@ cdef class Engine:
         self._layers = NULL
 
     def __init__(self, buffer, dict config, dict tensors, int n_ctx, int n_batch=32, int n_threads=1,
-                 kernel=None):
+                 kernel=None, int n_seq=1):
         cdef const er_kernels *kern = _select(kernel)
         self._buffer = buffer
         self._mem = buffer
@@ -234,7 +235,7 @@ cdef class Engine:
         memset(err, 0, sizeof(err))
         cdef int rc
         with nogil:
-            rc = er_engine_create(&self.e, &cfg, &w, kern, n_ctx, n_batch, n_threads, err, sizeof(err))
+            rc = er_engine_create(&self.e, &cfg, &w, kern, n_ctx, n_batch, n_seq, n_threads, err, sizeof(err))
         if rc == ER_ERR_NOMEM:
             raise MemoryError(err.decode())
         if rc != ER_OK:
@@ -242,6 +243,9 @@ cdef class Engine:
         self.n_ctx = n_ctx
         self.n_batch = n_batch
         self.n_vocab = cfg.n_vocab
+        self.n_seq = n_seq
+        self.n_layers = cfg.n_layers
+        self.kv_dim = cfg.n_kv_heads * cfg.head_dim
         self.kernel = er_engine_kernel_name(self.e).decode()
 
     def __dealloc__(self):
@@ -273,8 +277,9 @@ cdef class Engine:
         if self.e != NULL:
             er_engine_abort(self.e, 1 if flag else 0)
 
-    def eval(self, tokens, int pos, bint all_logits=False, out=None):
-        """Run tokens at positions pos.. and return logits ((n, vocab) if all_logits else (vocab,))."""
+    def eval(self, tokens, int pos, bint all_logits=False, out=None, int seq=0):
+        """Run tokens at positions pos.. of KV sequence seq and return logits ((n, vocab) if
+        all_logits else (vocab,))."""
         if self.e == NULL:
             raise RuntimeError("engine is closed")
         cdef int32_t[::1] tv = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
@@ -292,13 +297,82 @@ cdef class Engine:
         cdef float[::1] ov = out.reshape(-1)
         cdef int rc
         with nogil:
-            rc = er_engine_eval(self.e, &tv[0], n, pos, &ov[0], 1 if all_logits else 0)
+            rc = er_engine_eval_seq(self.e, seq, &tv[0], n, pos, &ov[0], 1 if all_logits else 0)
+        self._check(rc)
+        return out
+
+    cdef int _check(self, int rc) except -1:
         if rc == ER_ERR_ABORT:
             er_engine_abort(self.e, 0)
             raise InterruptedError(er_engine_error(self.e).decode())
         if rc != ER_OK:
             raise ValueError(er_engine_error(self.e).decode())
-        return out
+        return 0
+
+    def eval_multi(self, tokens, positions, sequences, want):
+        """One mixed batch: token i at positions[i] of KV sequence sequences[i] (several sequences'
+        decode steps and prompt chunks share one pass over the weights). Returns the logits of the
+        rows listed in want, (len(want), vocab)."""
+        if self.e == NULL:
+            raise RuntimeError("engine is closed")
+        cdef int32_t[::1] tv = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
+        cdef int32_t[::1] pv = np.ascontiguousarray(positions, dtype=np.int32).reshape(-1)
+        cdef int32_t[::1] sv = np.ascontiguousarray(sequences, dtype=np.int32).reshape(-1)
+        wa = np.ascontiguousarray(want, dtype=np.int32).reshape(-1)
+        cdef int n = tv.shape[0]
+        if n < 1 or pv.shape[0] != n or sv.shape[0] != n:
+            raise ValueError(f"tokens, positions and sequences must be equally long and not empty "
+                             f"({n}, {pv.shape[0]}, {sv.shape[0]})")
+        cdef int n_want = wa.shape[0]
+        out = np.empty((max(n_want, 1), self.n_vocab), dtype=np.float32)
+        cdef float[:, ::1] ov = out
+        if n_want == 0:
+            wa = np.zeros(1, dtype=np.int32)
+        cdef int32_t[::1] wv = wa
+        cdef int rc
+        with nogil:
+            rc = er_engine_eval_multi(self.e, &tv[0], &pv[0], &sv[0], n, &wv[0], n_want, &ov[0, 0])
+        self._check(rc)
+        return out[:n_want]
+
+    def kv_read(self, int seq, int n):
+        """The f16 K and V rows of positions [0, n) of a sequence: two (n_layers, n, kv_dim) arrays."""
+        if self.e == NULL:
+            raise RuntimeError("engine is closed")
+        k = np.empty((self.n_layers, max(n, 0), self.kv_dim), dtype=np.uint16)
+        v = np.empty_like(k)
+        cdef uint16_t[:, :, ::1] kv = k
+        cdef uint16_t[:, :, ::1] vv = v
+        cdef int rc
+        if n == 0:
+            return k, v
+        with nogil:
+            rc = er_engine_kv_read(self.e, seq, n, n, &kv[0, 0, 0], &vv[0, 0, 0])
+        self._check(rc)
+        return k, v
+
+    def kv_write(self, int seq, k, v, n=None):
+        """Put the first n (default all) K and V rows of (n_layers, rows, kv_dim) f16 arrays back at
+        positions [0, n) of a sequence."""
+        if self.e == NULL:
+            raise RuntimeError("engine is closed")
+        ka = np.ascontiguousarray(k, dtype=np.uint16)
+        va = np.ascontiguousarray(v, dtype=np.uint16)
+        if ka.ndim != 3 or ka.shape != va.shape or ka.shape[0] != self.n_layers or ka.shape[2] != self.kv_dim:
+            raise ValueError(f"K/V rows must both be ({self.n_layers}, n, {self.kv_dim}) uint16, got "
+                             f"{ka.shape} and {va.shape}")
+        cdef int ld = ka.shape[1]
+        cdef int rows = ld if n is None else n
+        if rows < 0 or rows > ld:
+            raise ValueError(f"{rows} rows asked of snapshots holding {ld}")
+        if rows == 0:
+            return
+        cdef const uint16_t[:, :, ::1] kv = ka
+        cdef const uint16_t[:, :, ::1] vv = va
+        cdef int rc
+        with nogil:
+            rc = er_engine_kv_write(self.e, seq, rows, ld, &kv[0, 0, 0], &vv[0, 0, 0])
+        self._check(rc)
 
 
 cdef Py_ssize_t _off(dict tensors, Py_ssize_t size, name, expected_types) except -1:

@@ -1,11 +1,15 @@
 """The user-facing model: load a BitNet b1.58 GGUF, generate text, chat.
 
 Return shapes follow llama-cpp-python (text_completion / chat.completion dicts) so existing code
-ports unchanged, plus our "timings". One generation runs at a time per Model (a lock guards the
-engine); the KV cache keeps the tokens of the previous request so a follow-up that shares a prefix
-(the next chat turn) evaluates only its new tokens.
+ports unchanged, plus our "timings". With one slot (the default) one generation runs at a time per
+Model (a lock guards the engine); with `slots=N`, up to N requests from different threads decode
+together (edge_runtime/model/slots.py). Each slot's KV cache keeps the tokens of its previous
+request so a follow-up that shares a prefix (the next chat turn) evaluates only its new tokens;
+`prompt_cache=DIR` adds snapshots of earlier prompts that survive other prompts and restarts
+(edge_runtime/model/prompt_cache.py).
 """
 import collections
+import contextlib
 import mmap
 import os
 import threading
@@ -18,12 +22,17 @@ from edge_runtime.engine import _engine
 from edge_runtime.engine.cpu import default_threads
 from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
 from edge_runtime.formats.model_file import open_model_file
+from edge_runtime.model.slots import Batcher, DirectPath, SlotTable, prefill
 
 # Prompt tokens per forward batch. The tile GEMMs reuse each unpacked weight block across a
 # batch; on the AMX path 128 gives 1.7x the GEMM throughput of 32 (measured on a 2B4T-shaped
 # model). Scratch grows with it: about 17.5 MiB at 128 for 2B4T.
 DEFAULT_BATCH = 128
 KERNEL_ENV = "EDGE_RUNTIME_KERNEL"
+DEFAULT_CACHE_MB = 512
+# Prompt tokens a step of the batch takes while other requests decode: a long prompt goes in
+# chunks so their next tokens are not held up by all of it.
+DEFAULT_PREFILL_CHUNK = 16
 
 
 class ContextOverflowError(EdgeRuntimeError, ValueError):
@@ -42,7 +51,8 @@ def default_model_path():
 
 class Model:
     def __init__(self, path=None, n_threads=None, n_ctx=2048, use_mmap=True, use_mlock=False, seed=None,
-                 n_batch=DEFAULT_BATCH, kernel=None, verbose=False, memory_budget_mb=None):
+                 n_batch=DEFAULT_BATCH, kernel=None, verbose=False, memory_budget_mb=None, prompt_cache=None,
+                 cache_mb=None, slots=1, prefill_chunk=DEFAULT_PREFILL_CHUNK):
         if path is None:
             path = default_model_path()
             if path is None:
@@ -56,13 +66,23 @@ class Model:
             raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
         if not isinstance(n_batch, int) or n_batch < 1:
             raise ValueError(f"n_batch must be a positive integer, got {n_batch!r}")
+        max_slots = min(n_batch, n_ctx, _engine.MAX_BATCH_WANT)
+        if not isinstance(slots, int) or not 1 <= slots <= max_slots:
+            raise ValueError(f"slots must be an integer from 1 to {max_slots} (n_batch, n_ctx), got {slots!r}")
+        if cache_mb is None:
+            cache_mb = DEFAULT_CACHE_MB
+        if not isinstance(cache_mb, (int, float)) or cache_mb < 0:
+            raise ValueError(f"cache_mb must be a number >= 0, got {cache_mb!r}")
+        if prompt_cache is False:
+            prompt_cache = None
+        self.cache_bytes = int(cache_mb * 2**20) if prompt_cache is not None else 0
         self.path = path
         self.verbose = verbose
         self._mf = open_model_file(path)
         self.config = self._mf.config
         cfg = self.config
         try:
-            self.memory = self._check_memory(n_ctx, n_batch, memory_budget_mb)
+            self.memory = self._check_memory(n_ctx, n_batch, memory_budget_mb, slots)
         except BaseException:
             self._mf.close()
             raise
@@ -94,7 +114,7 @@ class Model:
             kernel = os.environ.get(KERNEL_ENV) or None
         try:
             self._engine = _engine.Engine(buffer, engine_cfg, tensors, n_ctx, min(n_batch, n_ctx), n_threads,
-                                          kernel)
+                                          kernel, n_seq=slots)
         except _engine.KernelUnavailableError as exc:
             raise EdgeRuntimeError(f"{KERNEL_ENV}/kernel: {exc}") from None
         except ValueError as exc:
@@ -104,21 +124,32 @@ class Model:
         self.n_threads = self._engine.n_threads
         self._seed = seed
         self._lock = threading.RLock()
-        self._cache_tokens = []      # tokens whose K/V are in the cache at positions 0..len-1
+        self.slots = slots
+        self._slots = SlotTable(slots)
+        self._path = DirectPath(self._engine) if slots == 1 else \
+            Batcher(self._engine, min(n_batch, n_ctx), prefill_chunk)
+        self.prompt_cache = None
+        if prompt_cache is not None:
+            from edge_runtime.model.prompt_cache import PromptCache
+
+            directory = None if prompt_cache is True else os.fspath(prompt_cache)
+            self.prompt_cache = PromptCache(cfg.n_layers, cfg.n_kv_heads * cfg.head_dim, self.cache_bytes,
+                                            directory=directory, model_path=path)
         self.last_eval_tokens = 0    # how many tokens the last request had to evaluate for its prompt
-        self._cancel = threading.Event()
         self._tokenizer = None
         self._token_bytes = None
         self._known_replies = collections.OrderedDict()  # reply text -> the token ids generated for it
         self.name = cfg.name or os.path.basename(path)
 
-    def _check_memory(self, n_ctx, n_batch, budget_mb):
+    def _check_memory(self, n_ctx, n_batch, budget_mb, slots=1):
         """Refuse a load that cannot fit (model + KV cache + scratch) rather than swap a board to death."""
         from edge_runtime.board.device_config import memory_guard
 
         c = self.config
         wide = max(c.dim, c.ffn_dim, c.n_heads * c.head_dim)
         scratch = 4 * n_batch * (8 * wide + 2 * c.ffn_dim) + 4 * c.n_vocab * 2 + (16 << 20)
+        # the other slots' KV sequences and the prompt cache's snapshots
+        scratch += (slots - 1) * 2 * c.n_layers * c.n_kv_heads * c.head_dim * n_ctx * 2 + self.cache_bytes
         if budget_mb is None:
             budget_mb = 1 << 30  # no board budget: only the machine's MemAvailable limits the load
         return memory_guard(self._mf.file_size, n_ctx, c.n_layers, c.n_kv_heads, c.head_dim, int(scratch),
@@ -128,6 +159,13 @@ class Model:
     # resources
     # ------------------------------------------------------------------------------------------
     def close(self):
+        path = getattr(self, "_path", None)
+        if path is not None:
+            path.close()
+            self._path = None
+        cache = getattr(self, "prompt_cache", None)
+        if cache is not None:
+            cache.close()
         eng = getattr(self, "_engine", None)
         if eng is not None:
             eng.close()
@@ -189,12 +227,22 @@ class Model:
     # ------------------------------------------------------------------------------------------
     def eval_logits(self, tokens, all_logits=True):
         """Logits for a fresh sequence of token ids (no cache reuse): (n, vocab) or (vocab,)."""
+        self._check_fits(len(tokens), 0)
         with self._lock:
-            self._check_fits(len(tokens), 0)
-            self._cache_tokens = []
-            out = self._engine.eval(tokens, 0, all_logits=all_logits)
-            self._cache_tokens = list(tokens)
-            return out
+            slot = self._slots.acquire(tokens)
+            try:
+                slot.tokens = []
+                out = self._path.exclusive(lambda: self._engine.eval(tokens, 0, all_logits=all_logits,
+                                                                     seq=slot.seq))
+                slot.tokens = list(tokens)
+                return out
+            finally:
+                self._slots.release(slot)
+
+    @property
+    def _cache_tokens(self):
+        """Tokens held by the first slot (the only one unless slots > 1)."""
+        return self._slots.slots[0].tokens
 
     def _check_fits(self, n_prompt, n_more):
         if n_prompt < 1:
@@ -204,36 +252,30 @@ class Model:
                 f"prompt of {n_prompt} tokens does not fit the context of {self.n_ctx} tokens "
                 f"(raise n_ctx/--ctx, shorten the prompt, or pass truncate=True)")
 
-    def _eval_prompt(self, tokens):
-        """Evaluate tokens reusing the longest cached prefix; returns the last token's logits."""
-        cached = self._cache_tokens
-        common = 0
-        limit = min(len(cached), len(tokens))
-        while common < limit and cached[common] == tokens[common]:
-            common += 1
-        if common == len(tokens):
-            common -= 1  # the last token must be run again to get its logits
-        self._cache_tokens = list(tokens[:common])
-        self.last_eval_tokens = len(tokens) - common
-        logits = self._engine.eval(tokens[common:], common)
-        self._cache_tokens = list(tokens)
-        return logits
-
     def reset(self):
-        """Forget the cached prompt: the next request evaluates its prompt from the start."""
+        """Forget the cached prompt of every free slot: the next request evaluates its prompt from
+        the start (snapshots in the prompt cache stay)."""
         with self._lock:
-            self._cache_tokens = []
+            for slot in self._slots.slots:
+                if not slot.busy:
+                    slot.tokens = []
 
-    def cancel(self):
-        """Stop the running generation (from any thread) within one token."""
-        self._cancel.set()
-        if self._engine is not None:
-            self._engine.abort(True)
+    def cancel(self, thread=None):
+        """Stop the running generations (from any thread) within one token; with `thread` (an
+        ident), only the one that thread runs."""
+        hit = False
+        for slot in self._slots.running():
+            if thread is None or slot.thread == thread:
+                slot.cancel.set()
+                hit = True
+        if hit and self.slots == 1 and self._engine is not None:
+            self._engine.abort(True)  # one slot: also stop a long prompt in the middle
+        return hit
 
     # ------------------------------------------------------------------------------------------
     # generation
     # ------------------------------------------------------------------------------------------
-    def _generate(self, prompt_tokens, max_tokens, sampling, stop, json_schema, timings):
+    def _generate(self, slot, prompt_tokens, max_tokens, sampling, stop, json_schema, timings):
         """Yields (token_id, text_piece, finish_reason_or_None). Text pieces are complete UTF-8."""
         from edge_runtime.text.sampling import Sampler
 
@@ -255,20 +297,22 @@ class Model:
         history = list(prompt_tokens)
 
         t0 = time.perf_counter()
+        path = self._path
         try:
-            logits = self._eval_prompt(prompt_tokens)
+            logits = prefill(self, slot, prompt_tokens, lambda toks, pos: path.prefill(slot, toks, pos))
         except InterruptedError:
-            self._cache_tokens = []
+            slot.tokens = []
             yield None, "", "cancelled"
             return
+        self.last_eval_tokens = slot.last_eval_tokens
         t1 = time.perf_counter()
         timings["prompt_ms"] = (t1 - t0) * 1e3
-        timings["prompt_tokens_evaluated"] = self.last_eval_tokens
+        timings["prompt_tokens_evaluated"] = slot.last_eval_tokens
         n_gen = 0
         finish = "length"
         stopped_by_string = False
         while n_gen < max_tokens:
-            if self._cancel.is_set():
+            if slot.cancel.is_set():
                 finish = "cancelled"
                 break
             allowed = constraint.allowed_mask() if constraint is not None else None
@@ -310,15 +354,15 @@ class Model:
                 pending = ""
             if n_gen >= max_tokens:
                 break
-            if len(self._cache_tokens) + 1 > self.n_ctx:
+            if len(slot.tokens) + 1 > self.n_ctx:
                 finish = "length"
                 break
             try:
-                logits = self._engine.eval([token], len(self._cache_tokens))
+                logits = path.decode(slot, token, len(slot.tokens))
             except InterruptedError:
                 finish = "cancelled"
                 break
-            self._cache_tokens.append(token)
+            slot.tokens.append(token)
         if not stopped_by_string:
             pending += decoder.flush()
             if pending:
@@ -362,30 +406,48 @@ class Model:
                               frequency_penalty=frequency_penalty, seed=seed)
 
     def _run(self, tokens, max_tokens, sampling, stop, json_schema):
-        """Yields (piece, finish, usage, timings) under the model lock."""
+        """Yields (piece, finish, usage, timings) on a slot (under the model lock with one slot)."""
         if not isinstance(max_tokens, int) or max_tokens < 0:
             raise ValueError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
         if isinstance(stop, str):
             stop = [stop]
-        with self._lock:
-            self._cancel.clear()
-            self._engine.abort(False)
-            timings = {"ttft_ms": None}
-            n_completion = 0
-            generated, text = [], []
-            for token, piece, finish in self._generate(tokens, max_tokens, sampling, stop, json_schema, timings):
-                if finish is None:
-                    if token is not None:
-                        generated.append(token)
-                    text.append(piece)
-                else:
-                    self._remember_reply("".join(text), generated)
-                    n_completion = timings.get("completion_tokens", 0)
-                    usage = {"prompt_tokens": len(tokens), "completion_tokens": n_completion,
-                             "total_tokens": len(tokens) + n_completion}
-                    yield "", finish, usage, self._timings(timings, n_completion)
-                    return
-                yield piece, None, None, None
+        # one slot: requests run one after another; several: up to `slots` at once, batched
+        with (self._lock if self.slots == 1 else contextlib.nullcontext()):
+            slot = self._slots.acquire(tokens)
+            released = False
+            try:
+                if self.slots == 1:
+                    self._engine.abort(False)
+                for item in self._run_on(slot, tokens, max_tokens, sampling, stop, json_schema):
+                    if item[1] is not None:
+                        # free the slot before the final chunk: a consumer may stop iterating there
+                        released = True
+                        self._path.leave(slot)
+                        self._slots.release(slot)
+                    yield item
+            finally:
+                if not released:
+                    self._path.leave(slot)
+                    self._slots.release(slot)
+
+    def _run_on(self, slot, tokens, max_tokens, sampling, stop, json_schema):
+        timings = {"ttft_ms": None}
+        n_completion = 0
+        generated, text = [], []
+        for token, piece, finish in self._generate(slot, tokens, max_tokens, sampling, stop, json_schema,
+                                                   timings):
+            if finish is None:
+                if token is not None:
+                    generated.append(token)
+                text.append(piece)
+            else:
+                self._remember_reply("".join(text), generated)
+                n_completion = timings.get("completion_tokens", 0)
+                usage = {"prompt_tokens": len(tokens), "completion_tokens": n_completion,
+                         "total_tokens": len(tokens) + n_completion}
+                yield "", finish, usage, self._timings(timings, n_completion)
+                return
+            yield piece, None, None, None
 
     def _remember_reply(self, text, generated):
         """Keep the token ids of a reply whose text they decode to exactly (see encode_chat)."""

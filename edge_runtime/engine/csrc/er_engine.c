@@ -12,40 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "er_engine_state.h"
 #include "er_threadpool.h"
 
-#define ER_ROW_ALIGN 16 /* rows handed to one thread come in multiples of this */
-
-struct er_engine {
-    er_config cfg;
-    er_weights w;
-    er_layer_weights *layers;
-    const er_kernels *k;
-    er_pool *pool;
-    int n_ctx, n_batch, n_threads;
-    int q_dim, kv_dim;
-    atomic_int abort_flag;
-    char err[256];
-
-    /* run state; T = n_batch */
-    float *x;         /* (T, dim) residual stream */
-    float *xb;        /* (T, max(dim, q_dim)) normed input / attention output */
-    float *q;         /* (T, q_dim) */
-    float *kv_new;    /* (T, 2 * kv_dim) k then v of the batch */
-    float *hb;        /* (T, ffn_dim) gate, then relu(gate)^2 * up */
-    float *hb2;       /* (T, ffn_dim) up */
-    int8_t *act_q;    /* (T, max(dim, q_dim, ffn_dim)) quantized activations */
-    float *act_s;     /* (T,) activation scales */
-    int32_t *acc;     /* (T, max rows of a fused region) int32 dot products */
-    float *att;       /* (n_threads, n_ctx) attention scores */
-    float *rope_cos;  /* (n_ctx, head_dim / 2) */
-    float *rope_sin;  /* (n_ctx, head_dim / 2) */
-    float *head_x;    /* (dim,) final normed hidden state of one token */
-    er_block_q8_0 *head_xq; /* (dim / 32,) */
-    uint16_t *k_cache; /* (n_layers, n_ctx, kv_dim) f16 */
-    uint16_t *v_cache; /* (n_layers, n_ctx, kv_dim) f16 */
-    size_t state_bytes;
-};
 
 static inline float f16(uint16_t h) { return er_fp16_to_fp32_inline(h); }
 
@@ -82,9 +51,6 @@ static inline float sum8(er_v8f v) {
     return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
 
-/* Query heads per attention work item: the heads of one GQA group read the same K and V rows,
- * so an item of several heads converts each fp16 row once for all of them. */
-#define ATT_MAX_HEADS 4
 
 /* ---------------------------------------------------------------------------------------
  * Small float ops (scalar; compiled without fp contraction so every target rounds alike).
@@ -263,7 +229,7 @@ static void run_bitlinear(er_engine *e, int T, int n_mats, const er_i2s_tensor *
  * per token (tokens spread over the threads). */
 typedef struct {
     er_engine *e;
-    int l, T, pos;
+    int l, T;
 } rope_job;
 
 static void rope_task(void *ctx, int ith, int nth) {
@@ -271,10 +237,10 @@ static void rope_task(void *ctx, int ith, int nth) {
     er_engine *e = j->e;
     const er_config *c = &e->cfg;
     const int hd = c->head_dim, qd = e->q_dim, kvd = e->kv_dim;
-    uint16_t *kc = e->k_cache + (size_t)j->l * e->n_ctx * kvd;
-    uint16_t *vc = e->v_cache + (size_t)j->l * e->n_ctx * kvd;
     for (int t = ith; t < j->T; t += nth) {
-        const int p = j->pos + t;
+        const int p = e->tok_pos[t];
+        uint16_t *kc = er_kv_rows(e, e->k_cache, e->tok_seq[t], j->l);
+        uint16_t *vc = er_kv_rows(e, e->v_cache, e->tok_seq[t], j->l);
         const float *cs = e->rope_cos + (size_t)p * (hd / 2), *sn = e->rope_sin + (size_t)p * (hd / 2);
         for (int h = 0; h < c->n_heads; h++) rope_rotate_half(e->q + (size_t)t * qd + (size_t)h * hd, cs, sn, hd);
         float *kt = e->kv_new + (size_t)t * 2 * kvd, *vt = kt + kvd;
@@ -286,10 +252,11 @@ static void rope_task(void *ctx, int ith, int nth) {
     }
 }
 
-/* Attention for T tokens at positions pos..pos+T-1 over the cache of layer l. */
+/* Attention for T tokens, each at its position e->tok_pos[t] over the cache of its sequence
+ * e->tok_seq[t], layer l. */
 typedef struct {
     er_engine *e;
-    int l, T, pos;
+    int l, T;
     int heads_per_item; /* 1 .. ATT_MAX_HEADS */
 } attention_job;
 
@@ -311,14 +278,14 @@ ER_ATTENTION_CLONES static void attention_task(void *ctx, int ith, int nth) {
     const size_t n_ctx = (size_t)e->n_ctx;
     const float scale = 1.0f / sqrtf((float)hd);
     float *att = e->att + (size_t)ith * ATT_MAX_HEADS * n_ctx;
-    const uint16_t *kc = e->k_cache + (size_t)j->l * n_ctx * e->kv_dim;
-    const uint16_t *vc = e->v_cache + (size_t)j->l * n_ctx * e->kv_dim;
     for (int idx = ith; idx < j->T * n_kv * chunks; idx += nth) {
         /* one item: token t, query heads h0 .. h0 + nh - 1, which all read kv head kvh */
         const int t = idx / (n_kv * chunks), kvh = idx / chunks % n_kv;
         const int h0 = kvh * group + idx % chunks * per_item;
         const int nh = per_item < kvh * group + group - h0 ? per_item : kvh * group + group - h0;
-        const int n_pos = j->pos + t + 1; /* causal: positions 0 .. pos+t */
+        const int n_pos = e->tok_pos[t] + 1; /* causal: positions 0 .. pos of the token */
+        const uint16_t *kc = er_kv_rows(e, e->k_cache, e->tok_seq[t], j->l);
+        const uint16_t *vc = er_kv_rows(e, e->v_cache, e->tok_seq[t], j->l);
         const float *q0 = e->q + (size_t)t * e->q_dim + (size_t)h0 * hd;
         float mx[ATT_MAX_HEADS], inv[ATT_MAX_HEADS], a[ATT_MAX_HEADS];
         for (int g = 0; g < nh; g++) mx[g] = -INFINITY;
@@ -367,49 +334,71 @@ ER_ATTENTION_CLONES static void attention_task(void *ctx, int ith, int nth) {
     }
 }
 
-/* Output head over one token's normed hidden state e->head_x, rows split across threads. */
+/* Output head over the normed hidden states e->head_x (n_tok, dim): each thread owns a range
+ * of vocabulary rows and walks it in blocks of HEAD_BLOCK rows, running every token over a block
+ * while it is in cache, so N tokens read the head from memory once. Blocks start at multiples of
+ * ER_ROW_ALIGN, so each row is computed exactly as by one token's GEMV over the whole range. */
+#define HEAD_BLOCK 64
+
 typedef struct {
     er_engine *e;
-    float *logits;
+    float *logits; /* (n_tok, n_vocab) */
+    int n_tok;
 } head_job;
 
-static void head_task(void *ctx, int ith, int nth) {
-    head_job *j = (head_job *)ctx;
-    er_engine *e = j->e;
+static void head_rows(er_engine *e, int t, int r0, int n, float *logits) {
     const int dim = e->cfg.dim;
-    int r0, r1;
-    split_rows(e->cfg.n_vocab, ith, nth, &r0, &r1);
-    if (r1 <= r0) return;
-    const int n = r1 - r0;
+    const float *x = e->head_x + (size_t)t * dim;
+    const er_block_q8_0 *xq = e->head_xq + (size_t)t * (dim / ER_QK8_0);
     switch (e->w.output_type) {
     case ER_TYPE_F32: {
         const float *W = (const float *)e->w.output + (size_t)r0 * dim;
         for (int r = 0; r < n; r++) {
             float s = 0.0f;
-            for (int i = 0; i < dim; i++) s += W[(size_t)r * dim + i] * e->head_x[i];
-            j->logits[r0 + r] = s;
+            for (int i = 0; i < dim; i++) s += W[(size_t)r * dim + i] * x[i];
+            logits[r0 + r] = s;
         }
         break;
     }
     case ER_TYPE_F16:
-        e->k->f16_gemv((const uint16_t *)e->w.output + (size_t)r0 * dim, e->head_x, j->logits + r0, n, dim);
+        e->k->f16_gemv((const uint16_t *)e->w.output + (size_t)r0 * dim, x, logits + r0, n, dim);
         break;
     case ER_TYPE_Q8_0:
-        e->k->q8_0_gemv((const er_block_q8_0 *)e->w.output + (size_t)r0 * (dim / ER_QK8_0), e->head_xq,
-                        j->logits + r0, n, dim);
+        e->k->q8_0_gemv((const er_block_q8_0 *)e->w.output + (size_t)r0 * (dim / ER_QK8_0), xq, logits + r0, n,
+                        dim);
         break;
     case ER_TYPE_Q4_0:
-        e->k->q4_0_gemv((const er_block_q4_0 *)e->w.output + (size_t)r0 * (dim / ER_QK4_0), e->head_xq,
-                        j->logits + r0, n, dim);
+        e->k->q4_0_gemv((const er_block_q4_0 *)e->w.output + (size_t)r0 * (dim / ER_QK4_0), xq, logits + r0, n,
+                        dim);
         break;
     }
 }
 
-static void run_head(er_engine *e, const float *x, float *logits) {
-    rmsnorm(e->head_x, x, e->w.output_norm, e->cfg.dim, e->cfg.norm_eps);
-    if (e->w.output_type == ER_TYPE_Q8_0 || e->w.output_type == ER_TYPE_Q4_0)
-        e->k->quantize_row_q8_0(e->head_x, e->head_xq, e->cfg.dim);
-    head_job j = {e, logits};
+static void head_task(void *ctx, int ith, int nth) {
+    head_job *j = (head_job *)ctx;
+    er_engine *e = j->e;
+    int r0, r1;
+    split_rows(e->cfg.n_vocab, ith, nth, &r0, &r1);
+    if (r1 <= r0) return;
+    if (j->n_tok == 1) {
+        head_rows(e, 0, r0, r1 - r0, j->logits);
+        return;
+    }
+    for (int b = r0; b < r1; b += HEAD_BLOCK) {
+        const int n = r1 - b < HEAD_BLOCK ? r1 - b : HEAD_BLOCK;
+        for (int t = 0; t < j->n_tok; t++) head_rows(e, t, b, n, j->logits + (size_t)t * e->cfg.n_vocab);
+    }
+}
+
+/* logits (n_tok, n_vocab) of the hidden states x rows rows[0..n_tok) */
+static void run_head(er_engine *e, const int *rows, int n_tok, float *logits) {
+    const int dim = e->cfg.dim;
+    for (int t = 0; t < n_tok; t++) {
+        rmsnorm(e->head_x + (size_t)t * dim, e->x + (size_t)rows[t] * dim, e->w.output_norm, dim, e->cfg.norm_eps);
+        if (e->w.output_type == ER_TYPE_Q8_0 || e->w.output_type == ER_TYPE_Q4_0)
+            e->k->quantize_row_q8_0(e->head_x + (size_t)t * dim, e->head_xq + (size_t)t * (dim / ER_QK8_0), dim);
+    }
+    head_job j = {e, logits, n_tok};
     er_pool_run(e->pool, head_task, &j);
 }
 
@@ -417,7 +406,7 @@ static void run_head(er_engine *e, const float *x, float *logits) {
  * Forward pass of one batch.
  * ------------------------------------------------------------------------------------- */
 
-static void forward_layer(er_engine *e, int l, int T, int pos) {
+static void forward_layer(er_engine *e, int l, int T) {
     const er_config *c = &e->cfg;
     const er_layer_weights *L = &e->layers[l];
     const int dim = c->dim, qd = e->q_dim, kvd = e->kv_dim, ffn = c->ffn_dim;
@@ -430,7 +419,7 @@ static void forward_layer(er_engine *e, int l, int T, int pos) {
         const int ldo[3] = {qd, 2 * kvd, 2 * kvd};
         run_bitlinear(e, T, 3, W, out, ldo, 0, 0);
     }
-    rope_job rj = {e, l, T, pos};
+    rope_job rj = {e, l, T};
     run_per_token(e, T, rope_task, &rj);
     /* Work items of up to ATT_MAX_HEADS heads of one GQA group: each K/V row is converted once
      * per item. Heads per item shrink until there are at least 4 items per thread (one token
@@ -438,7 +427,7 @@ static void forward_layer(er_engine *e, int l, int T, int pos) {
     const int group = c->n_heads / c->n_kv_heads;
     int per_item = group < ATT_MAX_HEADS ? group : ATT_MAX_HEADS;
     while (per_item > 1 && T * c->n_kv_heads * ((group + per_item - 1) / per_item) < 4 * e->n_threads) per_item--;
-    attention_job aj = {e, l, T, pos, per_item};
+    attention_job aj = {e, l, T, per_item};
     er_pool_run(e->pool, attention_task, &aj);
     norm_quant(e, e->xb, e->xb, L->attn_sub_norm, T, qd);
     {
@@ -465,12 +454,23 @@ static void forward_layer(er_engine *e, int l, int T, int pos) {
     }
 }
 
-int er_engine_eval(er_engine *e, const int32_t *tokens, int n, int pos, float *logits, int all_logits) {
-    if (n < 1 || pos < 0 || pos + n > e->n_ctx) {
-        snprintf(e->err, sizeof(e->err), "positions %d..%d do not fit the context of %d tokens", pos,
-                 pos + n - 1, e->n_ctx);
-        return ER_ERR_ARG;
+/* One batch of T <= n_batch tokens whose positions and sequences are in e->tok_pos/tok_seq;
+ * logits of the rows listed in want (n_want of them) go to logits (n_want, n_vocab). */
+static int forward_batch(er_engine *e, const int32_t *tokens, int T, const int *want, int n_want, float *logits) {
+    const int dim = e->cfg.dim;
+    for (int t = 0; t < T; t++) embed_row(e, tokens[t], e->x + (size_t)t * dim);
+    for (int l = 0; l < e->cfg.n_layers; l++) {
+        if (atomic_load_explicit(&e->abort_flag, memory_order_relaxed)) {
+            snprintf(e->err, sizeof(e->err), "evaluation aborted");
+            return ER_ERR_ABORT;
+        }
+        forward_layer(e, l, T);
     }
+    if (logits && n_want > 0) run_head(e, want, n_want, logits);
+    return ER_OK;
+}
+
+static int check_tokens(er_engine *e, const int32_t *tokens, int n) {
     for (int i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= e->cfg.n_vocab) {
             snprintf(e->err, sizeof(e->err), "token id %d at index %d is outside the vocabulary (0..%d)",
@@ -478,191 +478,84 @@ int er_engine_eval(er_engine *e, const int32_t *tokens, int n, int pos, float *l
             return ER_ERR_ARG;
         }
     }
-    const int dim = e->cfg.dim;
+    return ER_OK;
+}
+
+int er_engine_eval(er_engine *e, const int32_t *tokens, int n, int pos, float *logits, int all_logits) {
+    return er_engine_eval_seq(e, 0, tokens, n, pos, logits, all_logits);
+}
+
+int er_engine_eval_seq(er_engine *e, int seq, const int32_t *tokens, int n, int pos, float *logits,
+                       int all_logits) {
+    if (n < 1 || pos < 0 || pos + n > e->n_ctx) {
+        snprintf(e->err, sizeof(e->err), "positions %d..%d do not fit the context of %d tokens", pos,
+                 pos + n - 1, e->n_ctx);
+        return ER_ERR_ARG;
+    }
+    if (seq < 0 || seq >= e->n_seq) {
+        snprintf(e->err, sizeof(e->err), "sequence %d is outside 0..%d", seq, e->n_seq - 1);
+        return ER_ERR_ARG;
+    }
+    if (check_tokens(e, tokens, n) != ER_OK) return ER_ERR_ARG;
+    int want[ER_MAX_BATCH_WANT];
     for (int b0 = 0; b0 < n; b0 += e->n_batch) {
         const int T = n - b0 < e->n_batch ? n - b0 : e->n_batch;
-        for (int t = 0; t < T; t++) embed_row(e, tokens[b0 + t], e->x + (size_t)t * dim);
-        for (int l = 0; l < e->cfg.n_layers; l++) {
-            if (atomic_load_explicit(&e->abort_flag, memory_order_relaxed)) {
-                snprintf(e->err, sizeof(e->err), "evaluation aborted");
-                return ER_ERR_ABORT;
-            }
-            forward_layer(e, l, T, pos + b0);
+        for (int t = 0; t < T; t++) {
+            e->tok_pos[t] = pos + b0 + t;
+            e->tok_seq[t] = seq;
         }
+        int rc;
         if (logits && all_logits) {
-            for (int t = 0; t < T; t++)
-                run_head(e, e->x + (size_t)t * dim, logits + (size_t)(b0 + t) * e->cfg.n_vocab);
-        } else if (logits && b0 + T == n) {
-            run_head(e, e->x + (size_t)(T - 1) * dim, logits);
+            /* the head runs one token at a time here: want lists at most ER_MAX_BATCH_WANT rows */
+            rc = forward_batch(e, tokens + b0, T, NULL, 0, NULL);
+            for (int t = 0; rc == ER_OK && t < T; t++) {
+                want[0] = t;
+                run_head(e, want, 1, logits + (size_t)(b0 + t) * e->cfg.n_vocab);
+            }
+        } else {
+            want[0] = T - 1;
+            rc = forward_batch(e, tokens + b0, T, want, logits && b0 + T == n ? 1 : 0, logits);
         }
+        if (rc != ER_OK) return rc;
     }
     return ER_OK;
 }
 
-/* ---------------------------------------------------------------------------------------
- * Lifecycle.
- * ------------------------------------------------------------------------------------- */
-
-static int check_i2s(const er_i2s_tensor *t, int rows, int cols, const char *what, int l, char *err,
-                     size_t err_len) {
-    if (!t->codes || t->rows != rows || t->cols != cols || cols % ER_I2S_GROUP != 0 || !(t->scale > 0.0f) ||
-        !isfinite(t->scale)) {
-        snprintf(err, err_len,
-                 "layer %d %s: expected I2_S (%d, %d) with a positive finite scale, got (%d, %d) scale %g",
-                 l, what, rows, cols, t->rows, t->cols, (double)t->scale);
-        return 0;
-    }
-    return 1;
-}
-
-static void *alloc_state(er_engine *e, size_t n_bytes) {
-    /* 64-byte aligned, zeroed */
-    void *p = NULL;
-    size_t sz = (n_bytes + 63) / 64 * 64;
-    if (sz == 0) sz = 64;
-    if (posix_memalign(&p, 64, sz) != 0) return NULL;
-    memset(p, 0, sz);
-    e->state_bytes += sz;
-    return p;
-}
-
-int er_engine_create(er_engine **out, const er_config *cfg, const er_weights *w, const er_kernels *kernels,
-                     int n_ctx, int n_batch, int n_threads, char *err, size_t err_len) {
-    *out = NULL;
-    const er_config *c = cfg;
-    if (c->n_vocab < 1 || c->dim < 1 || c->n_layers < 1 || c->n_heads < 1 || c->n_kv_heads < 1 ||
-        c->head_dim < 2 || c->head_dim % 2 != 0 || c->ffn_dim < 1 || c->n_heads % c->n_kv_heads != 0 ||
-        c->dim % ER_I2S_GROUP != 0 || c->ffn_dim % ER_I2S_GROUP != 0 ||
-        (c->n_heads * c->head_dim) % ER_I2S_GROUP != 0) {
-        snprintf(err, err_len, "unsupported model shape: dim %d, ffn %d, heads %d/%d, head_dim %d", c->dim,
-                 c->ffn_dim, c->n_heads, c->n_kv_heads, c->head_dim);
+int er_engine_eval_multi(er_engine *e, const int32_t *tokens, const int32_t *pos, const int32_t *seq, int n,
+                         const int32_t *want, int n_want, float *logits) {
+    if (n < 1 || n > e->n_batch) {
+        snprintf(e->err, sizeof(e->err), "a mixed batch holds 1..%d tokens, got %d", e->n_batch, n);
         return ER_ERR_ARG;
     }
-    if (n_ctx < 1 || n_batch < 1 || n_threads < 1 || !kernels) {
-        snprintf(err, err_len, "invalid n_ctx %d / n_batch %d / n_threads %d", n_ctx, n_batch, n_threads);
+    if (n_want < 0 || n_want > n || n_want > ER_MAX_BATCH_WANT || (n_want > 0 && (!want || !logits))) {
+        snprintf(e->err, sizeof(e->err), "logits wanted for %d rows of a batch of %d (at most %d)", n_want, n,
+                 ER_MAX_BATCH_WANT);
         return ER_ERR_ARG;
     }
-    const int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-    const int types_ok = (w->tok_embd_type == ER_TYPE_F32 || w->tok_embd_type == ER_TYPE_F16 ||
-                          w->tok_embd_type == ER_TYPE_Q8_0 || w->tok_embd_type == ER_TYPE_Q4_0) &&
-                         (w->output_type == ER_TYPE_F32 || w->output_type == ER_TYPE_F16 ||
-                          w->output_type == ER_TYPE_Q8_0 || w->output_type == ER_TYPE_Q4_0);
-    if (!types_ok || !w->tok_embd || !w->output || !w->output_norm || !w->layers || c->dim % 32 != 0) {
-        snprintf(err, err_len, "unsupported embedding/head types %d/%d or missing tensors", w->tok_embd_type,
-                 w->output_type);
-        return ER_ERR_ARG;
-    }
-    for (int l = 0; l < c->n_layers; l++) {
-        const er_layer_weights *L = &w->layers[l];
-        if (!L->attn_norm || !L->attn_sub_norm || !L->ffn_norm || !L->ffn_sub_norm) {
-            snprintf(err, err_len, "layer %d: missing norm weights", l);
+    if (check_tokens(e, tokens, n) != ER_OK) return ER_ERR_ARG;
+    for (int t = 0; t < n; t++) {
+        if (seq[t] < 0 || seq[t] >= e->n_seq || pos[t] < 0 || pos[t] >= e->n_ctx) {
+            snprintf(e->err, sizeof(e->err), "token %d: sequence %d / position %d outside 0..%d / 0..%d", t, seq[t],
+                     pos[t], e->n_seq - 1, e->n_ctx - 1);
             return ER_ERR_ARG;
         }
-        if (!check_i2s(&L->wq, qd, c->dim, "attn_q", l, err, err_len) ||
-            !check_i2s(&L->wk, kvd, c->dim, "attn_k", l, err, err_len) ||
-            !check_i2s(&L->wv, kvd, c->dim, "attn_v", l, err, err_len) ||
-            !check_i2s(&L->wo, c->dim, qd, "attn_output", l, err, err_len) ||
-            !check_i2s(&L->w_gate, c->ffn_dim, c->dim, "ffn_gate", l, err, err_len) ||
-            !check_i2s(&L->w_up, c->ffn_dim, c->dim, "ffn_up", l, err, err_len) ||
-            !check_i2s(&L->w_down, c->dim, c->ffn_dim, "ffn_down", l, err, err_len))
-            return ER_ERR_ARG;
-    }
-    if (qd != c->dim) {
-        /* attn_sub_norm has size dim in BitNet; the attention output width must match it */
-        snprintf(err, err_len, "n_heads * head_dim (%d) must equal dim (%d)", qd, c->dim);
-        return ER_ERR_ARG;
-    }
-
-    er_engine *e = (er_engine *)calloc(1, sizeof(er_engine));
-    if (!e) goto nomem;
-    e->cfg = *c;
-    e->w = *w;
-    e->k = kernels;
-    e->n_ctx = n_ctx;
-    e->n_batch = n_batch;
-    e->q_dim = qd;
-    e->kv_dim = kvd;
-    atomic_init(&e->abort_flag, 0);
-    e->layers = (er_layer_weights *)malloc(sizeof(er_layer_weights) * c->n_layers);
-    if (!e->layers) goto nomem;
-    memcpy(e->layers, w->layers, sizeof(er_layer_weights) * c->n_layers);
-    e->w.layers = e->layers;
-
-    const size_t T = (size_t)n_batch;
-    size_t wide = (size_t)c->dim;
-    if ((size_t)qd > wide) wide = qd;
-    if ((size_t)c->ffn_dim > wide) wide = c->ffn_dim;
-    size_t acc_rows = (size_t)qd + 2 * (size_t)kvd;
-    if (2 * (size_t)c->ffn_dim > acc_rows) acc_rows = 2 * (size_t)c->ffn_dim;
-    e->x = alloc_state(e, sizeof(float) * T * c->dim);
-    e->xb = alloc_state(e, sizeof(float) * T * wide);
-    e->q = alloc_state(e, sizeof(float) * T * qd);
-    e->kv_new = alloc_state(e, sizeof(float) * T * 2 * kvd);
-    e->hb = alloc_state(e, sizeof(float) * T * c->ffn_dim);
-    e->hb2 = alloc_state(e, sizeof(float) * T * c->ffn_dim);
-    e->act_q = alloc_state(e, T * wide);
-    e->act_s = alloc_state(e, sizeof(float) * T);
-    e->acc = alloc_state(e, sizeof(int32_t) * T * acc_rows);
-    e->att = alloc_state(e, sizeof(float) * (size_t)n_threads * ATT_MAX_HEADS * n_ctx);
-    e->rope_cos = alloc_state(e, sizeof(float) * (size_t)n_ctx * (c->head_dim / 2));
-    e->rope_sin = alloc_state(e, sizeof(float) * (size_t)n_ctx * (c->head_dim / 2));
-    e->head_x = alloc_state(e, sizeof(float) * c->dim);
-    e->head_xq = alloc_state(e, sizeof(er_block_q8_0) * (c->dim / ER_QK8_0));
-    e->k_cache = alloc_state(e, sizeof(uint16_t) * (size_t)c->n_layers * n_ctx * kvd);
-    e->v_cache = alloc_state(e, sizeof(uint16_t) * (size_t)c->n_layers * n_ctx * kvd);
-    if (!e->x || !e->xb || !e->q || !e->kv_new || !e->hb || !e->hb2 || !e->act_q || !e->act_s ||
-        !e->acc || !e->att || !e->rope_cos || !e->rope_sin || !e->head_x || !e->head_xq || !e->k_cache ||
-        !e->v_cache)
-        goto nomem;
-
-    /* inv_freq_i = theta^(-2i/d) and angle = pos * inv_freq, both rounded to f32 as the reference does */
-    const int half = c->head_dim / 2;
-    for (int i = 0; i < half; i++) {
-        const float inv_freq = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
-        for (int p = 0; p < n_ctx; p++) {
-            const float ang = (float)p * inv_freq;
-            e->rope_cos[(size_t)p * half + i] = cosf(ang);
-            e->rope_sin[(size_t)p * half + i] = sinf(ang);
+        for (int u = 0; u < t; u++) {
+            if (seq[u] == seq[t] && pos[u] == pos[t]) {
+                snprintf(e->err, sizeof(e->err), "tokens %d and %d both write sequence %d position %d", u, t,
+                         seq[t], pos[t]);
+                return ER_ERR_ARG;
+            }
         }
+        e->tok_pos[t] = pos[t];
+        e->tok_seq[t] = seq[t];
     }
-
-    e->pool = er_pool_create(n_threads);
-    if (!e->pool) goto nomem;
-    e->n_threads = er_pool_size(e->pool);
-    *out = e;
-    return ER_OK;
-
-nomem:
-    snprintf(err, err_len, "out of memory allocating the run state (n_ctx %d, n_batch %d)", n_ctx, n_batch);
-    er_engine_free(e);
-    return ER_ERR_NOMEM;
-}
-
-void er_engine_abort(er_engine *e, int flag) { atomic_store(&e->abort_flag, flag ? 1 : 0); }
-const char *er_engine_error(const er_engine *e) { return e->err; }
-const char *er_engine_kernel_name(const er_engine *e) { return e->k->name; }
-int er_engine_n_threads(const er_engine *e) { return e->n_threads; }
-size_t er_engine_state_bytes(const er_engine *e) { return e->state_bytes; }
-
-void er_engine_free(er_engine *e) {
-    if (!e) return;
-    er_pool_free(e->pool);
-    free(e->layers);
-    free(e->x);
-    free(e->xb);
-    free(e->q);
-    free(e->kv_new);
-    free(e->hb);
-    free(e->hb2);
-    free(e->act_q);
-    free(e->act_s);
-    free(e->acc);
-    free(e->att);
-    free(e->rope_cos);
-    free(e->rope_sin);
-    free(e->head_x);
-    free(e->head_xq);
-    free(e->k_cache);
-    free(e->v_cache);
-    free(e);
+    int rows[ER_MAX_BATCH_WANT];
+    for (int i = 0; i < n_want; i++) {
+        if (want[i] < 0 || want[i] >= n) {
+            snprintf(e->err, sizeof(e->err), "logits wanted for row %d of a batch of %d", want[i], n);
+            return ER_ERR_ARG;
+        }
+        rows[i] = want[i];
+    }
+    return forward_batch(e, tokens, n, rows, n_want, logits);
 }

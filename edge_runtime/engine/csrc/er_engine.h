@@ -65,17 +65,38 @@ typedef struct {
 
 typedef struct er_engine er_engine;
 
-/* Validates shapes, allocates the run state for n_ctx positions and batches of up to n_batch
- * tokens, starts n_threads threads. On failure returns a negative code and writes err. */
+/* Validates shapes, allocates the run state for n_seq KV sequences of n_ctx positions each and
+ * batches of up to n_batch tokens, starts n_threads threads. On failure returns a negative code
+ * and writes err. */
 int er_engine_create(er_engine **out, const er_config *cfg, const er_weights *w,
-                     const er_kernels *kernels, int n_ctx, int n_batch, int n_threads, char *err,
-                     size_t err_len);
+                     const er_kernels *kernels, int n_ctx, int n_batch, int n_seq, int n_threads,
+                     char *err, size_t err_len);
 
-/* Runs tokens (n,) at positions pos .. pos+n-1, reusing the KV cache below pos.
+/* Runs tokens (n,) at positions pos .. pos+n-1 of sequence 0, reusing the KV cache below pos.
  * logits: (n, n_vocab) when all_logits, else (n_vocab,) for the last token; may be NULL.
  * Returns ER_OK or ER_ERR_ARG (with er_engine_error set). The cache above pos+n is stale. */
 int er_engine_eval(er_engine *e, const int32_t *tokens, int n, int pos, float *logits,
                    int all_logits);
+/* The same on sequence seq (0 .. n_seq-1). */
+int er_engine_eval_seq(er_engine *e, int seq, const int32_t *tokens, int n, int pos, float *logits,
+                       int all_logits);
+
+/* Rows of logits one mixed batch may ask for. */
+#define ER_MAX_BATCH_WANT 64
+
+/* One mixed batch of n <= n_batch tokens: token t at position pos[t] of sequence seq[t], over
+ * that sequence's cache below pos[t] (and the batch's own earlier tokens of that sequence).
+ * Decode steps of several sequences and a prompt chunk of another share one pass over the
+ * weights. logits (n_want, n_vocab) receives the rows want[0..n_want). */
+int er_engine_eval_multi(er_engine *e, const int32_t *tokens, const int32_t *pos,
+                         const int32_t *seq, int n, const int32_t *want, int n_want,
+                         float *logits);
+
+/* KV rows of positions [0, n) of sequence seq, every layer, as f16: k and v are each
+ * (n_layers, ld, kv_dim) with ld >= n (rows n..ld-1 untouched). read copies them out of the
+ * cache, write into it. */
+int er_engine_kv_read(er_engine *e, int seq, int n, int ld, uint16_t *k, uint16_t *v);
+int er_engine_kv_write(er_engine *e, int seq, int n, int ld, const uint16_t *k, const uint16_t *v);
 
 /* Set by another thread to make a running er_engine_eval return early with ER_ERR_ABORT. */
 #define ER_ERR_ABORT (-3)
@@ -84,6 +105,7 @@ void er_engine_abort(er_engine *e, int flag);
 const char *er_engine_error(const er_engine *e);
 const char *er_engine_kernel_name(const er_engine *e);
 int er_engine_n_threads(const er_engine *e);
+int er_engine_n_seq(const er_engine *e);
 size_t er_engine_state_bytes(const er_engine *e);
 void er_engine_free(er_engine *e);
 
