@@ -14,6 +14,7 @@ original is device_configs/raspberry-pi-5.toml:
   use_mmap          map the model file                                           (default true)
   use_mlock         lock the model pages in RAM                                  (default false)
   memory_budget_mb  MiB the process may use (model + KV + scratch); the unit's MemoryMax=
+  prompt_cache_mb   MiB of prompt-cache snapshots for `serve --prompt-cache`          (default 256)
   thermal_limit_c   SoC temperature limit in deg C (40..120)                     (default 85)
   serve             server the deployed service runs: "mqtt" or "serial"         (default "mqtt")
   [match]           detection rules, all optional: android (bool), device_tree_compatible,
@@ -122,6 +123,7 @@ class DeviceConfig:
     n_ctx: int
     memory_budget_mb: int
     description: str = ""
+    prompt_cache_mb: int = 256
     cpu_affinity: tuple[int, ...] = ()
     kv_cache_type: str = "f16"
     use_mmap: bool = True
@@ -257,6 +259,7 @@ _TOP_FIELDS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "use_mmap": (True, _check_bool),
     "use_mlock": (False, _check_bool),
     "memory_budget_mb": (_REQUIRED, _check_int(64, 1024 * 1024)),
+    "prompt_cache_mb": (256, _check_int(0, 1024 * 1024)),
     "thermal_limit_c": (85, _check_int(40, 120)),
     "serve": ("mqtt", _check_choice(SERVE_MODES)),
 }

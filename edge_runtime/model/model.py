@@ -22,6 +22,7 @@ from edge_runtime.engine import _engine
 from edge_runtime.engine.cpu import default_threads
 from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
 from edge_runtime.formats.model_file import open_model_file
+from edge_runtime.model.prompt_cache import DEFAULT_CACHE_MB
 from edge_runtime.model.slots import Batcher, DirectPath, SlotTable, prefill
 
 # Prompt tokens per forward batch. The tile GEMMs reuse each unpacked weight block across a
@@ -29,7 +30,6 @@ from edge_runtime.model.slots import Batcher, DirectPath, SlotTable, prefill
 # model). Scratch grows with it: about 17.5 MiB at 128 for 2B4T.
 DEFAULT_BATCH = 128
 KERNEL_ENV = "EDGE_RUNTIME_KERNEL"
-DEFAULT_CACHE_MB = 512
 # Prompt tokens a step of the batch takes while other requests decode: a long prompt goes in
 # chunks so their next tokens are not held up by all of it.
 DEFAULT_PREFILL_CHUNK = 16

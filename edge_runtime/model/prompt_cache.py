@@ -43,6 +43,7 @@ _PREFIX = struct.Struct("<4sIIIQ")
 _ALIGN = 64
 _ID_SPAN = 1 << 20  # bytes hashed at each end of the model file
 DEFAULT_MIN_TOKENS = 32
+DEFAULT_CACHE_MB = 512  # budget when neither the caller nor a board config gives one
 
 
 def model_identity(path):

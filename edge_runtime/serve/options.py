@@ -9,12 +9,15 @@ import sys
 import threading
 
 from edge_runtime.board.device_config import KERNEL_HELP
+from edge_runtime.model.prompt_cache import DEFAULT_CACHE_MB
 from edge_runtime.serve.protocol import LIMIT_RANGES, NUMBER_RANGES, range_text
 
 log = logging.getLogger("edge_runtime.serve")
 
 THREADS_RANGE = (1, 1024)          # as a board config's `threads`
 CTX_RANGE = (16, 131072)           # as a board config's `n_ctx`
+CACHE_MB_RANGE = (0, 1024 * 1024)  # as a board config's `prompt_cache_mb`
+SLOTS_RANGE = (1, 64)              # rows of logits one engine batch returns (MAX_BATCH_WANT)
 
 
 def int_in(low, high=None):
@@ -80,6 +83,16 @@ def add_model_arguments(p):
     p.add_argument("--kernel", default=None, help=KERNEL_HELP)
     p.add_argument("--mlock", action="store_true", help="lock the model in RAM")
     p.add_argument("--no-mmap", action="store_true", help="read the model into memory instead of mapping it")
+    p.add_argument("--prompt-cache", default=None, metavar="DIR",
+                   help="keep KV snapshots of earlier prompts in memory and in DIR: a prompt that shares a "
+                        "prefix with one (a long system prompt) starts from it, also after a restart")
+    p.add_argument("--cache-mb", type=int_in(*CACHE_MB_RANGE), default=None, metavar="MB",
+                   help=f"prompt-cache budget in MiB, {CACHE_MB_RANGE[0]}..{CACHE_MB_RANGE[1]} (memory and "
+                        f"directory alike; default: the board config's prompt_cache_mb, else "
+                        f"{DEFAULT_CACHE_MB})")
+    p.add_argument("--slots", type=int_in(*SLOTS_RANGE), default=1, metavar="N",
+                   help=f"requests that decode together in one pass over the weights, {SLOTS_RANGE[0]}.."
+                        f"{SLOTS_RANGE[1]} (each has its own KV cache of --ctx tokens; default 1)")
 
 
 def find_board(args):
@@ -100,6 +113,7 @@ def load_model(args, board=None, seed=None):
         raise ValueError("give -m MODEL (this build ships no default model)")
     threads, n_ctx = args.threads, args.ctx
     use_mmap, use_mlock, budget_mb = not args.no_mmap, bool(args.mlock), None
+    cache_mb = getattr(args, "cache_mb", None)
     if board is not None:
         from edge_runtime.board.device_config import apply_affinity, effective_threads
 
@@ -109,8 +123,12 @@ def load_model(args, board=None, seed=None):
         use_mmap = use_mmap and board.use_mmap
         use_mlock = use_mlock or board.use_mlock
         budget_mb = board.memory_budget_mb
+        if cache_mb is None:
+            cache_mb = board.prompt_cache_mb
     return Model(path, n_threads=threads, n_ctx=n_ctx or 2048, use_mmap=use_mmap, use_mlock=use_mlock,
-                 kernel=args.kernel, seed=seed, memory_budget_mb=budget_mb)
+                 kernel=args.kernel, seed=seed, memory_budget_mb=budget_mb,
+                 prompt_cache=getattr(args, "prompt_cache", None),
+                 cache_mb=DEFAULT_CACHE_MB if cache_mb is None else cache_mb, slots=getattr(args, "slots", 1))
 
 
 def close_after(service, model, timeout=10.0):

@@ -1,5 +1,6 @@
-"""The transport-free service core: one generation at a time on the model, up to
-`Limits.queue_size` requests waiting behind it, cancellation, duplicate ids, the final reply.
+"""The transport-free service core: as many generations at a time as the model has slots (one
+worker thread each; with several, the model decodes them together), up to `Limits.queue_size`
+requests waiting behind them, cancellation, duplicate ids, the final reply.
 
 Transports parse requests with edge_runtime.serve.protocol.parse_request, then call
 `GenerationService.submit`; the worker thread calls their `on_chunk(chunk)` and `on_done(final)`
@@ -32,8 +33,8 @@ def reply_key_of(req):
 
 
 class GenerationService:
-    """One worker thread runs requests one at a time on `model`; up to limits.queue_size wait
-    (0: none wait, a request is refused busy while another runs)."""
+    """`model.slots` worker threads (one by default) run requests on `model`; up to
+    limits.queue_size wait (0: none wait, a request is refused busy while every slot runs one)."""
 
     def __init__(self, model, limits: Limits = Limits()):
         if not isinstance(limits.queue_size, int) or limits.queue_size < 0:
@@ -43,10 +44,11 @@ class GenerationService:
         self._queue = queue.Queue()    # bounded by the admission count below, not by maxsize
         self._lock = threading.Lock()
         self._admitted = 0             # accepted and not yet answered: running + waiting
-        self._current = None
+        self._running = {}             # worker thread ident -> the job it runs
+        self.workers = max(1, int(getattr(model, "slots", 1)))
         self._recent = collections.OrderedDict()   # (repr id, repr reply key) -> fingerprint
         self._stop = threading.Event()
-        self._thread = None
+        self._threads = []
         self.served = 0
         self.last_decode_tok_s = 0.0
         self.last_prompt_tok_s = 0.0
@@ -54,9 +56,11 @@ class GenerationService:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self):
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="edge-runtime-generate", daemon=True)
-            self._thread.start()
+        if not self._threads:
+            for i in range(self.workers):
+                t = threading.Thread(target=self._run, name=f"edge-runtime-generate-{i}", daemon=True)
+                t.start()
+                self._threads.append(t)
         return self
 
     def stop(self, cancel_running=True, timeout=30.0):
@@ -72,14 +76,18 @@ class GenerationService:
                 self._finish(job, error_reply(job.req.id, E_SHUTDOWN, "the service is shutting down"))
         if cancel_running:
             with self._lock:
-                if self._current is not None:
-                    self._current.cancelled = True
+                if self._running:
+                    for job in self._running.values():
+                        job.cancelled = True
                     self.model.cancel()
-        if self._thread is None:
+        if not self._threads:
             return True
-        self._queue.put(None)
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
     @property
     def queue_depth(self):
@@ -87,7 +95,11 @@ class GenerationService:
 
     @property
     def busy(self):
-        return self._current is not None
+        return bool(self._running)
+
+    @property
+    def running(self):
+        return len(self._running)
 
     # -- requests ----------------------------------------------------------------------------
     def submit(self, req: GenerationRequest, on_chunk, on_done):
@@ -106,9 +118,9 @@ class GenerationService:
                                                 f"this reply topic/session (ids must be unique among the last "
                                                 f"{self.limits.recent_ids}); send a fresh id", req.id,
                                    same_request=same)
-            if self._admitted > self.limits.queue_size:
+            if self._admitted > self.limits.queue_size + self.workers - 1:
                 raise RequestError(E_BUSY, f"busy: {self.limits.queue_size} requests already waiting behind "
-                                           f"the running one", req.id)
+                                           f"the running {'one' if self.workers == 1 else 'ones'}", req.id)
             job = _Job(req, on_chunk, on_done)
             self._admitted += 1
             self._queue.put_nowait(job)
@@ -125,11 +137,11 @@ class GenerationService:
         """Cancel the queued or running request with this id and reply key (the requester's:
         another client's cancel names another key); True if it was found."""
         with self._lock:
-            cur = self._current
-            if cur is not None and self._matches(cur, request_id, reply_key):
-                cur.cancelled = True
-                self.model.cancel()
-                return True
+            for ident, cur in self._running.items():
+                if self._matches(cur, request_id, reply_key):
+                    cur.cancelled = True
+                    self._cancel_model(ident)
+                    return True
             # a queued job is marked; the worker answers it as cancelled without running it
             for job in list(self._queue.queue):
                 if job is not None and self._matches(job, request_id, reply_key):
@@ -138,6 +150,13 @@ class GenerationService:
         return False
 
     # -- worker ------------------------------------------------------------------------------
+    def _cancel_model(self, ident):
+        """Stop the generation the worker `ident` runs (with one slot: the only one)."""
+        if self.workers == 1:
+            self.model.cancel()
+        else:
+            self.model.cancel(thread=ident)
+
     def _finish(self, job, final):
         with self._lock:
             self._admitted -= 1
@@ -155,8 +174,9 @@ class GenerationService:
                 self._finish(job, cancelled_reply(job.req.id) if job.cancelled else
                              error_reply(job.req.id, E_SHUTDOWN, "the service is shutting down"))
                 continue
+            ident = threading.get_ident()
             with self._lock:
-                self._current = job
+                self._running[ident] = job
             try:
                 final = self._generate(job)
             except Exception as exc:
@@ -166,7 +186,7 @@ class GenerationService:
                 final = error_reply(job.req.id, code, str(exc))
             finally:
                 with self._lock:
-                    self._current = None
+                    self._running.pop(ident, None)
             self.served += 1
             self._finish(job, final)
 
@@ -183,7 +203,7 @@ class GenerationService:
         try:
             for chunk in stream:
                 if job.cancelled:
-                    self.model.cancel()
+                    self._cancel_model(threading.get_ident())
                 piece = piece_of(chunk)
                 if piece:
                     parts.append(piece)
@@ -209,6 +229,7 @@ class GenerationService:
         from edge_runtime.engine.cpu import rss_bytes
 
         return {"model": self.model.name, "kernel": self.model.kernel, "busy": self.busy,
+                "running": self.running, "slots": self.workers,
                 "queue_depth": self.queue_depth, "served": self.served,
                 "decode_tok_s": self.last_decode_tok_s, "prompt_tok_s": self.last_prompt_tok_s,
                 "rss_bytes": rss_bytes(), "uptime_s": round(time.monotonic() - self.started, 1),

@@ -40,7 +40,7 @@ def test_shipped_tomls_spell_out_every_field():
     # The files double as documentation: no field may silently fall back to a default.
     import tomllib
     top = {"name", "description", "threads", "cpu_affinity", "kernel", "n_ctx", "kv_cache_type",
-           "use_mmap", "use_mlock", "memory_budget_mb", "thermal_limit_c", "serve", "match",
+           "use_mmap", "use_mlock", "memory_budget_mb", "prompt_cache_mb", "thermal_limit_c", "serve", "match",
            "serial", "mqtt"}
     for path in builtin_configs().values():
         document = tomllib.loads(path.read_text())
