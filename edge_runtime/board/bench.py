@@ -2,7 +2,9 @@
 
 Runs the engine directly on random token ids (speed does not depend on the text), repeats, and
 reports medians. `--random 2b4t` writes a 2B4T-shaped model with random ternary weights once into
-a cache directory and benchmarks it, so the real model's speed can be measured without it.
+a cache directory and benchmarks it, so the real model's speed can be measured without it
+(`--layers N` makes a shallower one for a quick run). `--case long-prompt` and `--case concurrency`
+measure the prompt cache and batched decode (edge_runtime/board/bench_serving.py).
 """
 import json
 import os
@@ -33,16 +35,29 @@ def add_arguments(p):
                    help="first drop the model file from the page cache (POSIX_FADV_DONTNEED) and report "
                         "the time from load to the first token separately (cold_ttft_ms)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--layers", type=int, default=None, help="layers of the --random model (default: the shape's)")
+    p.add_argument("--case", choices=["speed", "long-prompt", "concurrency"], default="speed",
+                   help="speed: prompt/decode tok/s (default); long-prompt: time to first token with the "
+                        "prompt cache (cold, warm, after a restart); concurrency: aggregate tok/s of "
+                        "simultaneous requests")
+    p.add_argument("--system-tokens", type=int, default=1500, help="system prompt length of --case long-prompt")
+    p.add_argument("--question-tokens", type=int, default=12, help="question length of the serving cases")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4],
+                   help="simultaneous requests of --case concurrency (default 1 2 4)")
+    p.add_argument("--llama-model", default=None, metavar="GGUF",
+                   help="a llama.cpp file of the same weights (edge-runtime convert --to tq2_0): runs the "
+                        "serving cases on llama-cpp-python too, where it has the feature")
 
 
-def random_model_path(shape, head, cache_dir):
+def random_model_path(shape, head, cache_dir, layers=None):
     from edge_runtime.formats.random_model import write_random_model
 
     os.makedirs(cache_dir, exist_ok=True)
-    path = os.path.join(cache_dir, f"random-{shape}-{head}.gguf")
+    suffix = f"-{layers}l" if layers else ""
+    path = os.path.join(cache_dir, f"random-{shape}-{head}{suffix}.gguf")
     if not os.path.exists(path):
         print(f"writing {path} (once)...", file=sys.stderr)
-        write_random_model(path, shape=shape, head=head, seed=1)
+        write_random_model(path, shape=shape, head=head, seed=1, **({"n_layers": layers} if layers else {}))
     return path
 
 
@@ -90,7 +105,7 @@ def main(args):
     from edge_runtime.model.model import Model
 
     if args.random:
-        path = random_model_path(args.random, args.head, args.cache_dir)
+        path = random_model_path(args.random, args.head, args.cache_dir, args.layers)
     elif args.model:
         path = args.model
     else:
@@ -99,6 +114,16 @@ def main(args):
         path = default_model_path()
         if path is None:
             raise ValueError("give -m MODEL or --random 2b4t")
+    if args.case != "speed":
+        from edge_runtime.board import bench_serving
+
+        case = bench_serving.long_prompt_case if args.case == "long-prompt" else bench_serving.concurrency_case
+        res = {"model": path, "case": args.case, **case(path, args, args.threads, args.kernel)}
+        if args.json:
+            print(json.dumps(res))
+        else:
+            bench_serving.print_case(args.case, res)
+        return 0
     n_ctx = args.ctx or (args.prompt_tokens + args.gen_tokens + 1)
     if args.cold:
         evict_from_page_cache(path)
