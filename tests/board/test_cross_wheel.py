@@ -56,6 +56,43 @@ if __name__ == "__main__":
 """
 
 
+# The prompt cache and batched decode on the target: greedy tokens cold, warm, after a restart
+# from the cache directory, and of three requests decoding at once on a model with three slots.
+CACHE_SCRIPT = """\
+import json, sys, tempfile, threading
+from edge_runtime.model.model import Model
+from edge_runtime.model.slots import greedy_tokens
+
+def run(path, prompts, steps):
+    out = {}
+    out["single"] = []
+    with Model(path, n_threads=1, n_ctx=128) as m:
+        for p in prompts:
+            m.reset()
+            out["single"].append(greedy_tokens(m, p, steps)[0])
+    d = tempfile.mkdtemp()
+    with Model(path, n_threads=1, n_ctx=128, prompt_cache=d) as m:
+        out["cached"] = [greedy_tokens(m, p, steps)[0] for p in prompts + prompts]
+    with Model(path, n_threads=1, n_ctx=128, prompt_cache=d) as m:
+        out["restart"] = [greedy_tokens(m, p, steps)[0] for p in prompts]
+    with Model(path, n_threads=1, n_ctx=128, slots=3) as m:
+        res = [None] * len(prompts)
+        def one(i):
+            res[i] = greedy_tokens(m, prompts[i], steps)[0]
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        out["batched"] = res
+        out["kernel"] = m.kernel
+    return out
+
+if __name__ == "__main__":
+    print(json.dumps(run(sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]))))
+"""
+CACHE_PROMPTS = [[1 + (7 * i) % 500 for i in range(40)], [3 + (11 * i) % 500 for i in range(44)],
+                 [1 + (7 * i) % 500 for i in range(36)] + [9, 9, 9]]
+
+
 @dataclass(frozen=True)
 class Target:
     arch: str
@@ -210,3 +247,25 @@ def test_greedy_tokens_identical_to_this_machine(target, tmp_path):
         answer = json.loads(result.stdout)
         assert answer["kernel"] == expected_kernel
         assert answer["tokens"] == reference, (cpu, answer["tokens"], reference)
+
+
+@pytest.mark.slow
+def test_prompt_cache_and_batched_decode_identical_on_each_core(target, tmp_path):
+    from edge_runtime.formats.random_model import write_random_model
+
+    model = write_random_model(tmp_path / "tiny.gguf", "tiny", seed=3)
+    script = tmp_path / "cache.py"
+    script.write_text(CACHE_SCRIPT)
+    namespace = {}
+    exec(compile(CACHE_SCRIPT, str(script), "exec"), namespace)
+    here = namespace["run"](str(model), CACHE_PROMPTS, GREEDY_STEPS)
+    single = here["single"]
+    assert here["cached"] == single + single and here["restart"] == single and here["batched"] == single
+    for cpu, expected_kernel in target["target"].cores:
+        result = _run_target(target["target"], target["root"], cpu, [
+            str(script), str(model), json.dumps(CACHE_PROMPTS), str(GREEDY_STEPS)], target["site"])
+        assert result.returncode == 0, result.stderr
+        answer = json.loads(result.stdout)
+        assert answer["kernel"] == expected_kernel
+        for key in ("single", "cached", "restart", "batched"):
+            assert answer[key] == here[key], (cpu, key)
