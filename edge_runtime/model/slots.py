@@ -122,7 +122,8 @@ class _Work:
 
 class Batcher:
     """The engine thread of a model with several slots (see the module docstring). `chunk` is the
-    prompt tokens a step takes while others decode; alone, a prompt goes in batches of n_batch."""
+    prompt tokens a step takes while others decode (from one or more waiting prompts, in turn);
+    with nobody decoding, prompts go in batches of n_batch."""
 
     def __init__(self, engine, n_batch, chunk):
         self.engine = engine
@@ -192,8 +193,9 @@ class Batcher:
 
     # -- engine thread ---------------------------------------------------------------------------
     def _take(self):
-        """The next step's work: every waiting decode and a chunk of the first waiting prompt.
-        Returns [] at close."""
+        """The next step's work: (decodes, [(prompt work, tokens taken)], 0) with every waiting
+        decode and prompt tokens up to the step's budget; ([], work, -1) for an exclusive call;
+        nothing at close."""
         with self._cond:
             while not self._stop and not self._decode and not self._prefill and not self._exclusive:
                 self._cond.wait()
@@ -206,32 +208,36 @@ class Batcher:
                     break
                 self._cond.wait(left)
             if self._stop:
-                return [], None, 0
+                return [], [], 0
             decodes = list(self._decode.values())
             self._decode.clear()
-            part, n_part = None, 0
-            while self._prefill and part is None:
+            # prompt tokens of this step: all the batch has room for when nobody decodes, else a chunk
+            budget = self.n_batch - len(decodes)
+            if decodes:
+                budget = min(budget, self.chunk)
+            parts = []
+            while self._prefill and budget > 0:
                 work = self._prefill.popleft()
                 if work.slot.cancel.is_set():
                     work.error = InterruptedError("generation cancelled")
                     work.done.set()
                     continue
-                room = self.n_batch - len(decodes)
-                n_part = min(len(work.tokens), room if not decodes else min(room, self.chunk))
-                part = work
-            return decodes, part, n_part
+                n = min(len(work.tokens), budget)
+                parts.append((work, n))
+                budget -= n
+            return decodes, parts, 0
 
     def _loop(self):
         while True:
-            decodes, part, n_part = self._take()
-            if n_part == -1:
+            decodes, parts, mode = self._take()
+            if mode == -1:
                 try:
-                    part.logits = part.tokens()
+                    parts.logits = parts.tokens()
                 except Exception as exc:
-                    part.error = exc
-                part.done.set()
+                    parts.error = exc
+                parts.done.set()
                 continue
-            if not decodes and part is None:
+            if not decodes and not parts:
                 with self._cond:
                     if self._stop:
                         self._fail_all(RuntimeError("the model is closed"))
@@ -243,15 +249,14 @@ class Batcher:
                 positions.append(w.pos)
                 seqs.append(w.slot.seq)
             want = list(range(len(decodes)))
-            last = False
-            if part is not None:
-                base = len(tokens)
-                tokens += part.tokens[:n_part]
-                positions += range(part.pos, part.pos + n_part)
-                seqs += [part.slot.seq] * n_part
-                last = n_part == len(part.tokens)
-                if last:
-                    want.append(base + n_part - 1)
+            finished = []  # (work, row of its logits) of prompts whose last token is in this step
+            for work, n in parts:
+                tokens += work.tokens[:n]
+                positions += range(work.pos, work.pos + n)
+                seqs += [work.slot.seq] * n
+                if n == len(work.tokens):
+                    finished.append((work, len(want)))
+                    want.append(len(tokens) - 1)
             try:
                 logits = self.engine.eval_multi(tokens, positions, seqs, want)
                 error = None
@@ -261,15 +266,16 @@ class Batcher:
             for i, w in enumerate(decodes):
                 w.logits, w.error = (logits[i] if error is None else None), error
                 w.done.set()
-            if part is not None:
-                if error is not None or last:
-                    part.logits, part.error = (logits[-1] if error is None else None), error
-                    part.done.set()
+            done = {id(w): row for w, row in finished}
+            for work, n in parts:
+                if error is not None or id(work) in done:
+                    work.logits, work.error = (logits[done[id(work)]] if error is None else None), error
+                    work.done.set()
                 else:
-                    part.tokens = part.tokens[n_part:]
-                    part.pos += n_part
+                    work.tokens = work.tokens[n:]
+                    work.pos += n
                     with self._cond:
-                        self._prefill.append(part)  # behind the other waiting prompts: they take turns
+                        self._prefill.append(work)  # behind the other waiting prompts: they take turns
 
     def _fail_all(self, error):
         for w in list(self._decode.values()) + list(self._prefill) + list(self._exclusive):
