@@ -135,7 +135,9 @@ class Batcher:
         self._decoding = set()                   # seqs expected back with their next token
         self._exclusive = collections.deque()    # _Work whose tokens are a callable run alone
         self._stop = False
-        self.steps = 0
+        self.steps = 0                 # engine passes
+        self.mixed_steps = 0           # ... that carried decode tokens and prompt tokens together
+        self.max_mixed_prompt = 0      # most prompt tokens one of those carried (<= chunk)
         self._thread = threading.Thread(target=self._loop, name="edge-runtime-batch", daemon=True)
         self._thread.start()
 
@@ -202,7 +204,7 @@ class Batcher:
             if self._exclusive and not self._stop:
                 return [], self._exclusive.popleft(), -1
             deadline = time.monotonic() + GATHER_S
-            while not self._stop and not self._prefill and self._decoding - set(self._decode):
+            while not self._stop and self._decoding - set(self._decode):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -213,7 +215,7 @@ class Batcher:
             self._decode.clear()
             # prompt tokens of this step: all the batch has room for when nobody decodes, else a chunk
             budget = self.n_batch - len(decodes)
-            if decodes:
+            if decodes or self._decoding:
                 budget = min(budget, self.chunk)
             parts = []
             while self._prefill and budget > 0:
@@ -263,6 +265,9 @@ class Batcher:
             except Exception as exc:  # delivered to every request of the step
                 logits, error = None, exc
             self.steps += 1
+            if decodes and parts:
+                self.mixed_steps += 1
+                self.max_mixed_prompt = max(self.max_mixed_prompt, len(tokens) - len(decodes))
             for i, w in enumerate(decodes):
                 w.logits, w.error = (logits[i] if error is None else None), error
                 w.done.set()

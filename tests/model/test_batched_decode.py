@@ -57,6 +57,8 @@ def test_batched_greedy_text_equals_single_request_text(tiny_chat_model_path, ke
         n_tokens = sum(len(m.tokenize(t.encode(), add_bos=False)) for t in texts)
         # the requests shared steps: fewer engine passes than tokens decoded plus prompt chunks
         assert m._path.steps < n_tokens
+        # the long prompt went in chunks of at most 8 tokens beside the others' decode steps
+        assert m._path.mixed_steps >= 3 and 1 <= m._path.max_mixed_prompt <= 8
         # again, warm slots: still identical
         texts, _ = concurrent(m, PROMPTS[::-1])
         assert texts == expected[::-1]
