@@ -1,4 +1,5 @@
-"""`edge-runtime` command line: run, chat, info, convert, bench, serve {mqtt,serial}, ask-serial, deploy, assist.
+"""`edge-runtime` command line: run, chat, info, convert, bench, serve {mqtt,serial,wyoming}, ask-serial, deploy,
+assist.
 
 Exit codes: 0 success, 2 usage error (argparse), 1 runtime error. Errors are one line on stderr;
 --debug shows the traceback.
@@ -21,6 +22,7 @@ EXTERNAL_COMMANDS = [
 SERVE_COMMANDS = [
     ("mqtt", "edge_runtime.serve.mqtt_cli", "answer prompts published on an MQTT broker"),
     ("serial", "edge_runtime.serve.serial_cli", "answer prompts arriving on a serial port"),
+    ("wyoming", "edge_runtime.assist.wyoming_cli", "be Home Assistant's conversation agent over the Wyoming protocol"),
 ]
 
 

@@ -15,13 +15,17 @@ original is device_configs/raspberry-pi-5.toml:
   use_mlock         lock the model pages in RAM                                  (default false)
   memory_budget_mb  MiB the process may use (model + KV + scratch); the unit's MemoryMax=
   thermal_limit_c   SoC temperature limit in deg C (40..120)                     (default 85)
-  serve             server the deployed service runs: "mqtt" or "serial"         (default "mqtt")
+  serve             server the deployed service runs: "mqtt", "serial" or "wyoming" (default "mqtt")
   [match]           detection rules, all optional: android (bool), device_tree_compatible,
                     device_tree_model (substrings), cpu_parts (exact set of "0x..." part ids),
                     arch (aarch64/armv7l/x86_64), hwcaps (required CPU features)
   [serial]          port ("" or an absolute device path), baud (50..4000000), text (bool)
   [mqtt]            broker ("HOST:PORT"), prefix (topic root, no wildcards), group (shared-
                     subscription group, "" = none), keepalive (seconds, 1..65535)
+  [wyoming]         uri ("tcp://HOST:PORT" or "unix:///PATH"), model_role ("chat": the deployed
+                    model answers what is not a home command, the embedded model interprets;
+                    "intent": the deployed model interprets), broker ("" or "HOST:PORT" whose
+                    Home Assistant discovery configs ground names)
 
 Every problem in a file (TOML syntax, unknown key, wrong type, value out of range, missing
 required key) raises ValueError naming the file, the key, the value and what was expected.
@@ -45,7 +49,8 @@ from typing import Any, Callable, Iterable, Mapping
 KERNEL_VARIANTS = ("neon", "neon_dot", "avx2", "avx512vnni", "amx", "scalar", "auto")
 KERNEL_HELP = "force a kernel variant: " + ", ".join(v for v in KERNEL_VARIANTS if v != "auto")
 KV_CACHE_BYTES_PER_ELEMENT = {"f16": 2}
-SERVE_MODES = ("mqtt", "serial")
+SERVE_MODES = ("mqtt", "serial", "wyoming")
+WYOMING_MODEL_ROLES = ("chat", "intent")
 ARCHITECTURES = ("aarch64", "armv7l", "x86_64")
 
 # "CPU part" ids of Arm-designed cores (implementer 0x41), for readable detection reasons.
@@ -115,6 +120,13 @@ class MqttDefaults:
 
 
 @dataclass(frozen=True)
+class WyomingDefaults:
+    uri: str = "tcp://0.0.0.0:10700"
+    model_role: str = "chat"
+    broker: str = ""
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     name: str
     threads: int
@@ -131,6 +143,7 @@ class DeviceConfig:
     match: MatchRules = MatchRules()
     serial: SerialDefaults = SerialDefaults()
     mqtt: MqttDefaults = MqttDefaults()
+    wyoming: WyomingDefaults = WyomingDefaults()
     source: Path | None = None
 
     @property
@@ -261,7 +274,25 @@ _TOP_FIELDS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "serve": ("mqtt", _check_choice(SERVE_MODES)),
 }
 
-_SECTIONS = {"match": _MATCH_FIELDS, "serial": _SERIAL_FIELDS, "mqtt": _MQTT_FIELDS}
+def _check_optional_broker(value: Any) -> str:
+    if value == "":
+        return value
+    try:
+        return _check_broker(value)
+    except _Invalid:
+        raise _Invalid('"" or "HOST:PORT" with a port from 1 to 65535') from None
+
+
+_WYOMING_FIELDS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+    "uri": ("tcp://0.0.0.0:10700", _check_pattern(
+        r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}"
+        r"|[1-9]\d{0,3})|unix:///\S+",
+        '"tcp://HOST:PORT" with a port from 1 to 65535, or "unix:///PATH"')),
+    "model_role": ("chat", _check_choice(WYOMING_MODEL_ROLES)),
+    "broker": ("", _check_optional_broker),
+}
+
+_SECTIONS = {"match": _MATCH_FIELDS, "serial": _SERIAL_FIELDS, "mqtt": _MQTT_FIELDS, "wyoming": _WYOMING_FIELDS}
 
 
 def _read_table(path: Path, table: Mapping[str, Any], fields: Mapping[str, tuple[Any, Callable]],
@@ -311,6 +342,7 @@ def parse_device_config(document: Mapping[str, Any], path: Path | str) -> Device
         match=MatchRules(**sections["match"]),
         serial=SerialDefaults(**sections["serial"]),
         mqtt=MqttDefaults(**sections["mqtt"]),
+        wyoming=WyomingDefaults(**sections["wyoming"]),
         source=path,
     )
 
