@@ -45,6 +45,7 @@ YES = frozenset({"yes", "yes please", "yeah", "yep", "confirm", "confirmed", "i 
 NO = frozenset({"no", "nope", "no thanks", "no thank you", "cancel", "don't", "do not", "stop", "leave it",
                 "never mind", "nevermind", "forget it"})
 NEVERMIND = frozenset({"never mind", "nevermind", "cancel", "forget it", "cancel that", "forget about it"})
+_NEGATED_STARTS = frozenset({"do", "don't", "never", "please", "not", "no"})
 _GUARDED_WORDS = frozenset({"garage", "garages", "gate", "gates"})
 NOT_FOR_THE_HOME = "Sorry, I can only help with the devices in your home."
 CHAT_SYSTEM_PROMPT = "You are a helpful voice assistant. Answer in one or two short sentences."
@@ -200,6 +201,9 @@ class ConversationAgent:
             return Reply("not-recognized", "I didn't catch a request.", context=ctx)
         if normalized in NEVERMIND:
             return Reply("intent", "Okay.", "HassNevermind", {}, ctx)
+        words = lexicon.words_of(normalized)
+        if words[0] in _NEGATED_STARTS and lexicon.negated(words):
+            return self._not_a_command(text, ctx)      # "do not open the garage": nothing to do
         permitted = lexicon.permitted_intents(text, normalized)
         got = self.slots(text, normalized, permitted)
         if got["intent"] == "none":

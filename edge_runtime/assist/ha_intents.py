@@ -128,6 +128,8 @@ def target_of(name, area) -> Target:
     raw = lexicon.normalize(name).split() if name else []
     every = any(w in ALL_WORDS for w in raw)
     nw = [w for w in _clean(name) if w not in ALL_WORDS]
+    if all(w in PRONOUNS for w in nw):
+        nw = []                # "make it 19 degrees in the bedroom": "it" names nothing
     aw = _clean(area)
     area_text = " ".join(aw) or None
     if not nw:
@@ -183,6 +185,9 @@ def ha_intent(slots: dict, normalized: str = "") -> HaIntent | Refusal:
     device_class = t.device_class
     words = normalized.split()
     state = None
+    if intent in ("turn_on", "turn_off") and not (t.name or t.area or t.kinds):
+        # "turn it off": no device, no kind, no area; never every on/off device in the home
+        return Refusal("Which device do you mean?", "no_target")
     if intent in ("turn_on", "turn_off"):
         named = [k for k in t.kinds if k in _TURNABLE]
         if t.kinds and not named:
