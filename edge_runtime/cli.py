@@ -51,10 +51,10 @@ def _add_sampling_args(p):
 
 
 def _load_model(args):
-    from edge_runtime.model.model import Model
+    from edge_runtime.board.loading import load_model
 
-    return Model(args.model, n_threads=args.threads, n_ctx=args.ctx, use_mlock=args.mlock,
-                 use_mmap=not args.no_mmap, kernel=args.kernel, seed=getattr(args, "seed", None))
+    return load_model(args.model, n_threads=args.threads, n_ctx=args.ctx, use_mlock=args.mlock,
+                      use_mmap=not args.no_mmap, kernel=args.kernel, seed=getattr(args, "seed", None))
 
 
 def _sampling_kwargs(args):
@@ -143,9 +143,11 @@ def cmd_info(args):
         path = default_model_path()
         if not path:
             raise CliError("no model given and this build ships no default model")
+    from edge_runtime.board.memory import kv_cache_bytes
+
     mf = open_model_file(path)
     c = mf.config
-    kv_bytes = c.n_layers * 2 * args.ctx * c.n_kv_heads * c.head_dim * 2
+    kv_bytes = kv_cache_bytes(args.ctx, c.n_layers, c.n_kv_heads, c.head_dim)
     types = {}
     for info in mf.reader.tensors.values():
         types[info.ggml_type] = types.get(info.ggml_type, 0) + 1
