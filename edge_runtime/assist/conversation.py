@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from edge_runtime.assist import ha_intents, ha_phrases, lexicon
 from edge_runtime.assist.actions import GUARDED_COVER_CLASSES
-from edge_runtime.assist.mqtt_service import CONFIRM_TIMEOUT_S
+from edge_runtime.assist.desk import CONFIRM_TIMEOUT_S
 
 log = logging.getLogger("edge_runtime.assist")
 
