@@ -41,12 +41,13 @@ def test_shipped_tomls_spell_out_every_field():
     import tomllib
     top = {"name", "description", "threads", "cpu_affinity", "kernel", "n_ctx", "kv_cache_type",
            "use_mmap", "use_mlock", "memory_budget_mb", "thermal_limit_c", "serve", "match",
-           "serial", "mqtt"}
+           "serial", "mqtt", "wyoming"}
     for path in builtin_configs().values():
         document = tomllib.loads(path.read_text())
         assert set(document) == top, path
         assert set(document["serial"]) == {"port", "baud", "text"}, path
         assert set(document["mqtt"]) == {"broker", "prefix", "group", "keepalive"}, path
+        assert set(document["wyoming"]) == {"uri", "model_role", "broker"}, path
 
 
 def test_board_specific_values():
