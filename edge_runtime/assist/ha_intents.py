@@ -22,10 +22,9 @@ words (``device_phrase``).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from edge_runtime.assist import lexicon, rules
+from edge_runtime.assist import lexicon
 
 # the domains HA's English "turn on/off {name}" sentences may act on (requires_context)
 TURN_DOMAINS = ("light", "switch", "fan", "media_player", "input_boolean", "climate")
