@@ -69,10 +69,12 @@ _Static_assert(3 * 3 * 3 * 3 * 3 <= 256, "five trits fit a byte");
 #define ER_TQ1_CHUNKS(k) (((k) + ER_TQ1_CHUNK - 1) / ER_TQ1_CHUNK)
 #define ER_TQ1_ROW_BYTES(k) ((size_t)ER_TQ1_CHUNKS(k) * sizeof(er_block_tq1_s))
 
+/* 3^p for p = 0..4, a constant expression */
+#define ER_TQ1_POW3(p) ((p) == 0 ? 1 : (p) == 1 ? 3 : (p) == 2 ? 9 : (p) == 3 ? 27 : 81)
+
 /* Code p (0..4) of one TQ1_S byte: the specification every kernel and codec follows. */
 static inline int er_tq1_code(uint8_t byte, int p) {
-    static const uint8_t pow3[ER_TQ1_STRIPS] = {1, 3, 9, 27, 81};
-    const uint8_t m = (uint8_t)(byte * pow3[p]);
+    const uint8_t m = (uint8_t)(byte * ER_TQ1_POW3(p));
     return (m * 3) >> 8;
 }
 

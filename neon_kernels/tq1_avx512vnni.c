@@ -1,12 +1,16 @@
 /* AVX-512 VNNI TQ1_S ternary GEMV, and the AVX-512 VNNI and AMX prompt GEMMs over repacked
  * rows (x86-64 with AVX-512 F/BW/VL and VNNI).
  *
- * The AVX2 unpacking (m_{p+1} = 3 m_p by two byte adds, code = (m > 85) + (m > 170)) with the
- * AVX-512BW unsigned byte compares into mask registers, so no bias is needed: the code is a
- * masked move of 1 then a masked move of 2, and vpdpbusd adds code * q straight into int32
- * lanes (no int16 stage). Each chunk is 32 bytes, so the kernel works on ymm registers (the VL
- * encodings); an int32 lane takes 4 products of at most 2 * 128 per strip, no overflow for any
- * k this runtime accepts. */
+ * The GEMV never unpacks a code. With m_p = byte * 3^p mod 256 (m_{p+1} = m_p + m_p + m_p, two
+ * wrapping byte adds), 3 m_p = 256 code_p + m_{p+1}: code p is the top base-3 digit of m_p and
+ * m_{p+1} the rest. So sum(code * q) = (3 A - B) / 256 with A = sum m_p * q_p and
+ * B = sum m_{p+1} * q_p, and vpdpbusd takes the bytes m_p as its unsigned operand directly:
+ * two vpdpbusd and two adds per 32 weights, then out = sum(code * q) - sum(q) as in the I2_S
+ * kernels. Each chunk is 32 bytes, so the kernel works on ymm registers (the VL encodings).
+ *
+ * Exactness: every int32 lane of 3 A - B sums 256 * code * q terms, so the shift by 8 is exact;
+ * a lane of A or B takes 20 products of at most 255 * 128 per chunk and is folded into the row
+ * total every FLUSH_CHUNKS = 32 chunks (3 * 32 * 20 * 32640 < 2^31). */
 #if defined(__x86_64__)
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
 #include <immintrin.h>
@@ -16,6 +20,7 @@
 
 #define ER_INLINE static inline __attribute__((always_inline))
 #define GEMV_ROWS 4
+#define FLUSH_CHUNKS 32
 
 ER_INLINE int32_t hsum_epi32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -33,12 +38,7 @@ static int32_t qsum_vnni(const int8_t *q, int k) {
 
 ER_INLINE __m256i triple(__m256i m) { return _mm256_add_epi8(_mm256_add_epi8(m, m), m); }
 
-ER_INLINE __m256i codes_of(__m256i m) {
-    const __mmask32 a = _mm256_cmpgt_epu8_mask(m, _mm256_set1_epi8(85));
-    const __mmask32 b = _mm256_cmpgt_epu8_mask(m, _mm256_set1_epi8((char)170));
-    return _mm256_mask_mov_epi8(_mm256_maskz_mov_epi8(a, _mm256_set1_epi8(1)), b, _mm256_set1_epi8(2));
-}
-
+/* acc[2r] += A, acc[2r+1] += B over strips 0..NP-1 of chunk c of each row */
 ER_INLINE void chunk_rows(const uint8_t *w, size_t row_bytes, const int8_t *q, int c, const int R, const int NP,
                           __m256i *acc, size_t pf) {
     __m256i m[GEMV_ROWS];
@@ -53,19 +53,36 @@ ER_INLINE void chunk_rows(const uint8_t *w, size_t row_bytes, const int8_t *q, i
         const __m256i qv = _mm256_loadu_si256((const __m256i *)(q + (size_t)c * ER_TQ1_CHUNK + p * ER_TQ1_STRIP));
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            if (p) m[r] = triple(m[r]);
-            acc[r] = _mm256_dpbusd_epi32(acc[r], codes_of(m[r]), qv);
+            const __m256i next = triple(m[r]);
+            acc[2 * r] = _mm256_dpbusd_epi32(acc[2 * r], m[r], qv);
+            acc[2 * r + 1] = _mm256_dpbusd_epi32(acc[2 * r + 1], next, qv);
+            m[r] = next;
         }
+    }
+}
+
+ER_INLINE void flush(__m256i *acc, __m256i *total, const int R) {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        const __m256i a3 = _mm256_add_epi32(_mm256_add_epi32(acc[2 * r], acc[2 * r]), acc[2 * r]);
+        total[r] = _mm256_add_epi32(total[r], _mm256_srai_epi32(_mm256_sub_epi32(a3, acc[2 * r + 1]), 8));
+        acc[2 * r] = acc[2 * r + 1] = _mm256_setzero_si256();
     }
 }
 
 ER_INLINE void gemv_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, int k, int32_t qsum, int32_t *out,
                          const int R, size_t pf) {
     const int full = k / ER_TQ1_CHUNK, tail = (k % ER_TQ1_CHUNK) / ER_TQ1_STRIP;
-    __m256i acc[GEMV_ROWS];
+    __m256i acc[2 * GEMV_ROWS], total[GEMV_ROWS];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();
-    for (int c = 0; c < full; c++) chunk_rows(w, row_bytes, q, c, R, ER_TQ1_STRIPS, acc, pf);
+    for (int i = 0; i < 2 * R; i++) acc[i] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) total[r] = _mm256_setzero_si256();
+    for (int c0 = 0; c0 < full; c0 += FLUSH_CHUNKS) {
+        const int c1 = c0 + FLUSH_CHUNKS < full ? c0 + FLUSH_CHUNKS : full;
+        for (int c = c0; c < c1; c++) chunk_rows(w, row_bytes, q, c, R, ER_TQ1_STRIPS, acc, pf);
+        flush(acc, total, R);
+    }
     switch (tail) {
     case 0: break;
     case 1: chunk_rows(w, row_bytes, q, full, R, 1, acc, 0); break;
@@ -73,8 +90,9 @@ ER_INLINE void gemv_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, in
     case 3: chunk_rows(w, row_bytes, q, full, R, 3, acc, 0); break;
     default: chunk_rows(w, row_bytes, q, full, R, 4, acc, 0); break;
     }
+    flush(acc, total, R);
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) out[r] = hsum_epi32(acc[r]) - qsum;
+    for (int r = 0; r < R; r++) out[r] = hsum_epi32(total[r]) - qsum;
 }
 
 void er_tq1_gemv_avx512vnni(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k) {
