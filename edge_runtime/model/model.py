@@ -96,7 +96,7 @@ class Model:
         for name, info in self._mf.reader.tensors.items():
             rows = int(info.shape[0]) if len(info.shape) > 1 else 1
             cols = int(info.shape[-1])
-            scale = self._mf.i2s_scale(name) if info.ggml_type == _engine.GGML_TYPE_I2_S else None
+            scale = self._mf.i2s_scale(name) if info.ggml_type in _engine.TERNARY_TYPES else None
             tensors[name] = (int(info.offset), int(info.ggml_type), rows, cols, scale)
         engine_cfg = dict(n_vocab=cfg.n_vocab, dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
                           n_kv_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, ffn_dim=cfg.ffn_dim,

@@ -173,12 +173,13 @@ static void bitlinear_task(void *ctx, int ith, int nth) {
         int r0, r1;
         split_rows(W->rows, ith, nth, &r0, &r1);
         if (r1 > r0) {
-            const uint8_t *wr = W->codes + (size_t)r0 * (k / 4);
+            const int tq1 = W->type == ER_GGML_TYPE_TQ1_S;
+            const uint8_t *wr = W->codes + (size_t)r0 * (tq1 ? ER_TQ1_ROW_BYTES(k) : (size_t)k / 4);
             int32_t *a = e->acc + j->acc_off[m];
             if (T == 1)
-                e->k->i2s_gemv(wr, e->act_q, a + r0, r1 - r0, k);
+                (tq1 ? e->k->tq1_gemv : e->k->i2s_gemv)(wr, e->act_q, a + r0, r1 - r0, k);
             else
-                e->k->i2s_gemm(wr, e->act_q, k, a + r0, W->rows, r1 - r0, k, T);
+                (tq1 ? e->k->tq1_gemm : e->k->i2s_gemm)(wr, e->act_q, k, a + r0, W->rows, r1 - r0, k, T);
             for (int t = 0; t < T; t++) {
                 /* y = (W_t · x_q) * scale_w / s_x */
                 const float f = W->scale / e->act_s[t];
@@ -506,10 +507,11 @@ int er_engine_eval(er_engine *e, const int32_t *tokens, int n, int pos, float *l
 static int check_i2s(const er_i2s_tensor *t, int rows, int cols, const char *what, int l, char *err,
                      size_t err_len) {
     if (!t->codes || t->rows != rows || t->cols != cols || cols % ER_I2S_GROUP != 0 || !(t->scale > 0.0f) ||
-        !isfinite(t->scale)) {
+        !isfinite(t->scale) || (t->type != ER_GGML_TYPE_I2_S && t->type != ER_GGML_TYPE_TQ1_S)) {
         snprintf(err, err_len,
-                 "layer %d %s: expected I2_S (%d, %d) with a positive finite scale, got (%d, %d) scale %g",
-                 l, what, rows, cols, t->rows, t->cols, (double)t->scale);
+                 "layer %d %s: expected I2_S or TQ1_S (%d, %d) with a positive finite scale, got type %d "
+                 "(%d, %d) scale %g",
+                 l, what, rows, cols, t->type, t->rows, t->cols, (double)t->scale);
         return 0;
     }
     return 1;
