@@ -26,8 +26,8 @@ from edge_runtime.text.schema.objects import last_name
 from edge_runtime.text.schema.program import Program, compact_json
 from edge_runtime.text.schema.tables import NEED_INF, SchemaTables, vocabulary_for
 
-__all__ = ["JsonSchema", "JsonSchemaConstraint", "SchemaError", "BudgetError", "check_schema",
-           "validate", "canonical_json"]
+__all__ = ["JsonSchema", "JsonSchemaConstraint", "SchemaError", "BudgetError", "AutomatonFull",
+           "check_schema", "validate", "canonical_json"]
 
 _CACHE_ENTRIES = 64
 
@@ -304,7 +304,3 @@ class JsonSchemaConstraint:
                 if self._tables.need(real) <= self._tables.need(sid):
                     sid = real
         return sid
-
-
-# keep the names importable from the package for callers of the old module
-AutomatonFull = AutomatonFull
