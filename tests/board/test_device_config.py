@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.board.device_config import (
-    BoardDetectionError, DeviceConfig, MemoryBudgetError, apply_affinity, builtin_configs,
-    detect_board, effective_threads, find_config, kv_cache_bytes, load_builtin_configs,
-    load_device_config, memory_guard, read_board_facts, read_mem_available, select_config,
+    BoardDetectionError, DeviceConfig, apply_affinity, builtin_configs, detect_board, effective_threads,
+    find_config, load_builtin_configs, load_device_config, read_board_facts, select_config,
 )
+from edge_runtime.board.memory import MemoryBudgetError, kv_cache_bytes, memory_guard, read_mem_available
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_BOARDS = {"raspberry-pi-5", "raspberry-pi-4", "raspberry-pi-3", "rk3588",
