@@ -255,6 +255,8 @@ class Model:
                 self._token_bytes = [tok.token_bytes(i) for i in range(self.n_vocab)]
                 self._special_ids = [i for i in range(self.n_vocab) if tok.is_control(i)]
             constraint = JsonSchemaConstraint(json_schema, self._token_bytes, end_ids, special_ids=self._special_ids)
+            # refuse up front a budget (max_tokens, or the context left) below the shortest document
+            constraint.check_budget(min(max_tokens, self.n_ctx - len(prompt_tokens) + 1))
         decoder = tok.stream_decoder()
         stops = [s for s in (stop or []) if s]
         hold = max((len(s) for s in stops), default=0)
@@ -278,7 +280,9 @@ class Model:
             if self._cancel.is_set():
                 finish = "cancelled"
                 break
-            allowed = constraint.allowed_mask() if constraint is not None else None
+            allowed = None
+            if constraint is not None:  # tokens that may still be sampled, this one included
+                allowed = constraint.allowed_mask(min(max_tokens - n_gen, self.n_ctx - len(self._cache_tokens) + 1))
             token = sampler.sample(logits, history, allowed)
             n_gen += 1
             if timings.get("ttft_ms") is None:
@@ -291,7 +295,8 @@ class Model:
             history.append(token)
             pending += decoder.feed(token)
             if constraint is not None and constraint.is_complete():
-                mask = np.array(constraint.allowed_mask(), dtype=bool)
+                mask = np.array(constraint.allowed_mask(min(max_tokens - n_gen, self.n_ctx - len(self._cache_tokens))),
+                                dtype=bool)
                 mask[list(end_ids)] = False
                 if not mask.any():
                     # the document is complete and only an end token may follow: stop here
