@@ -35,7 +35,14 @@ ext = Extension(
     extra_compile_args=extra_compile_args,
     extra_link_args=["-pthread", "-lm"],
 )
+# token masks for JSON-schema constrained decoding
+mask_ext = Extension(
+    "edge_runtime.text._mask",
+    sources=["edge_runtime/text/_mask.pyx", "edge_runtime/text/csrc/er_mask.c"],
+    include_dirs=["edge_runtime/text/csrc"],
+    extra_compile_args=extra_compile_args,
+)
 
 setup(
-    ext_modules=cythonize([ext], language_level=3, compiler_directives={"embedsignature": True}),
+    ext_modules=cythonize([ext, mask_ext], language_level=3, compiler_directives={"embedsignature": True}),
 )

@@ -2,7 +2,7 @@
 from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
 
 __version__ = "0.1.0"
-__all__ = ["Model", "ModelFormatError", "EdgeRuntimeError", "__version__"]
+__all__ = ["Model", "JsonSchema", "ModelFormatError", "EdgeRuntimeError", "__version__"]
 
 
 def __getattr__(name):
@@ -12,4 +12,8 @@ def __getattr__(name):
         from edge_runtime.model.model import Model
 
         return Model
+    if name == "JsonSchema":
+        from edge_runtime.text.schema import JsonSchema
+
+        return JsonSchema
     raise AttributeError(f"module 'edge_runtime' has no attribute {name!r}")

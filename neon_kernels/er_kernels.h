@@ -33,6 +33,51 @@ extern "C" {
 #define ER_GGML_TYPE_I2_S 36
 #define ER_I2S_TRAILER_BYTES 32   /* the f32 scale plus padding after the codes */
 
+/* ---------------------------------------------------------------------------------------
+ * TQ1_S (GGUF type id 200): 1.6 bits per weight, ONE float32 scale per tensor, the same
+ * trits as I2_S (code = weight + 1: 0 -> -1, 1 -> 0, 2 -> +1). The id lies far above ggml's
+ * (0..41), so a ggml build refuses the tensor by its type instead of misreading it.
+ *
+ * Both formats cut a row of k weights (k % 128 == 0) into strips of 32 consecutive weights;
+ * strip s holds weights 32s .. 32s+31, and byte j of a strip's container holds weight 32s+j.
+ * I2_S puts four strips in a 32-byte group by bit position; TQ1_S puts FIVE strips in a
+ * 32-byte chunk by powers of three (3^5 = 243 <= 256): byte j of chunk c holds the codes
+ * c_p of weights 160c + 32p + j, p = 0..4, as
+ *     v = sum_p c_p * 3^(4-p)   (0..242),   byte = ceil(256 * v / 243) = (256 v + 242) / 243
+ * so that code p is the top base-3 digit of byte * 3^p taken mod 256:
+ *     c_p = (((byte * 3^p) mod 256) * 3) >> 8 = (m > 85) + (m > 170),  m = (byte * 3^p) mod 256
+ * — a wrapping 8-bit multiply (or two adds per step of p: m_{p+1} = 3 m_p) and two compares,
+ * no division. Every byte value decodes to some codes, so no byte is invalid; the writer
+ * emits only the 243 bytes above.
+ * A row is ceil(k / 160) chunks; the last one holds (k mod 160) / 32 strips when k is not a
+ * multiple of 160, its missing positions are written as code 1 and never read. The codes of
+ * a tensor of (rows, k) are rows * ER_TQ1_ROW_BYTES(k) bytes, then the float32 scale padded
+ * to ER_TQ1_TRAILER_BYTES, as I2_S. Rows are whole chunks, so a row is 32-byte aligned
+ * whenever the tensor is. 2B4T: rows of 2560 are exactly 1.6 bits per weight, rows of 6912
+ * 1.63 (the padded tail chunk); the 2.08 G ternary weights take 418.6 MB.
+ * ------------------------------------------------------------------------------------- */
+#define ER_GGML_TYPE_TQ1_S 200
+#define ER_TQ1_STRIP 32                                   /* weights per strip */
+#define ER_TQ1_STRIPS 5                                   /* strips per chunk */
+#define ER_TQ1_CHUNK (ER_TQ1_STRIP * ER_TQ1_STRIPS)       /* 160 weights per chunk */
+#define ER_TQ1_TRAILER_BYTES 32
+typedef struct {
+    uint8_t qs[ER_TQ1_STRIP]; /* byte j: codes of weights j + 32p, p = 0..4, base 3 scaled */
+} er_block_tq1_s;
+_Static_assert(sizeof(er_block_tq1_s) == 32, "a tq1_s chunk is 32 bytes for 160 weights");
+_Static_assert(3 * 3 * 3 * 3 * 3 <= 256, "five trits fit a byte");
+#define ER_TQ1_CHUNKS(k) (((k) + ER_TQ1_CHUNK - 1) / ER_TQ1_CHUNK)
+#define ER_TQ1_ROW_BYTES(k) ((size_t)ER_TQ1_CHUNKS(k) * sizeof(er_block_tq1_s))
+
+/* 3^p for p = 0..4, a constant expression */
+#define ER_TQ1_POW3(p) ((p) == 0 ? 1 : (p) == 1 ? 3 : (p) == 2 ? 9 : (p) == 3 ? 27 : 81)
+
+/* Code p (0..4) of one TQ1_S byte: the specification every kernel and codec follows. */
+static inline int er_tq1_code(uint8_t byte, int p) {
+    const uint8_t m = (uint8_t)(byte * ER_TQ1_POW3(p));
+    return (m * 3) >> 8;
+}
+
 /* Q8_0 (GGUF type id 8): 8.5 bits per weight; blocks of 32: fp16 scale d, then 32 int8. */
 #define ER_GGML_TYPE_Q8_0 8
 #define ER_QK8_0 32
@@ -71,6 +116,16 @@ typedef void (*er_i2s_gemm_fn)(const uint8_t *w, const int8_t *q, int ldq, int32
                                int rows, int k, int n_tok);
 
 /* Output head, F16 weights: W (rows, k) f16 @ x (k,) f32 -> out (rows,) f32. */
+/* TQ1_S GEMV and GEMM: the I2_S contracts with W in TQ1_S rows of ER_TQ1_ROW_BYTES(k) bytes:
+ * out[r] = sum_i (code(r, i) - 1) * q[i], k % 128 == 0. The same trits give the same int32. */
+typedef void (*er_tq1_gemv_fn)(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k);
+typedef void (*er_tq1_gemm_fn)(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo,
+                               int rows, int k, int n_tok);
+
+/* TQ1_S rows -> the I2_S rows of the same trits (rows * k / 4 bytes): the prompt GEMMs repack
+ * a block of rows into cache and run the variant's I2_S GEMM over it. */
+typedef void (*er_tq1_to_i2s_fn)(const uint8_t *w, uint8_t *i2s, int rows, int k);
+
 typedef void (*er_f16_gemv_fn)(const uint16_t *w, const float *x, float *out, int rows, int k);
 
 /* Quantize x (k,) f32 into Q8_0 blocks (k % 32 == 0), round-half-even, d = max|x|/127. */
@@ -105,6 +160,8 @@ typedef struct {
     er_quantize_row_q8_0_fn quantize_row_q8_0;
     er_q8_0_gemv_fn q8_0_gemv;
     er_q4_0_gemv_fn q4_0_gemv;
+    er_tq1_gemv_fn tq1_gemv;
+    er_tq1_gemm_fn tq1_gemm;
 } er_kernels;
 
 /* ---------------------------------------------------------------------------------------
@@ -119,6 +176,10 @@ void er_f16_gemv_ref(const uint16_t *w, const float *x, float *out, int rows, in
 void er_quantize_row_q8_0_ref(const float *x, er_block_q8_0 *y, int k);
 void er_q8_0_gemv_ref(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
 void er_q4_0_gemv_ref(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
+void er_tq1_gemv_ref(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k);
+void er_tq1_gemm_ref(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
+                     int k, int n_tok);
+void er_tq1_to_i2s_ref(const uint8_t *w, uint8_t *i2s, int rows, int k);
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define ER_HAVE_AVX2_BUILD 1
@@ -140,6 +201,15 @@ void er_i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *q, int ldq, int32_t 
 /* amx: the avx512vnni kernels with an AMX-INT8 tile GEMM (prompt processing) */
 void er_i2s_gemm_amx(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows, int k,
                      int n_tok);
+void er_tq1_gemv_avx2(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k);
+void er_tq1_gemm_avx2(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
+                      int k, int n_tok);
+void er_tq1_to_i2s_avx2(const uint8_t *w, uint8_t *i2s, int rows, int k);
+void er_tq1_gemv_avx512vnni(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k);
+void er_tq1_gemm_avx512vnni(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
+                            int k, int n_tok);
+void er_tq1_gemm_amx(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows, int k,
+                     int n_tok);
 #endif
 
 #if defined(__aarch64__)
@@ -160,6 +230,13 @@ void er_q8_0_gemv_neon_dot(const er_block_q8_0 *w, const er_block_q8_0 *xq, floa
                            int k);
 void er_q4_0_gemv_neon_dot(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *out, int rows,
                            int k);
+void er_tq1_gemv_neon(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k);
+void er_tq1_gemm_neon(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
+                      int k, int n_tok);
+void er_tq1_to_i2s_neon(const uint8_t *w, uint8_t *i2s, int rows, int k);
+void er_tq1_gemv_neon_dot(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k);
+void er_tq1_gemm_neon_dot(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo,
+                          int rows, int k, int n_tok);
 #endif
 
 /* ---------------------------------------------------------------------------------------

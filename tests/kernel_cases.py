@@ -15,7 +15,8 @@ import numpy as np
 
 from edge_runtime.engine import _engine
 
-OP_QUANT_I8, OP_I2S_GEMV, OP_I2S_GEMM, OP_F16_GEMV, OP_QUANT_Q8_0, OP_Q8_0_GEMV, OP_Q4_0_GEMV = range(1, 8)
+(OP_QUANT_I8, OP_I2S_GEMV, OP_I2S_GEMM, OP_F16_GEMV, OP_QUANT_Q8_0, OP_Q8_0_GEMV, OP_Q4_0_GEMV,
+ OP_TQ1_GEMV, OP_TQ1_GEMM) = range(1, 10)
 OP_NAMES = {
     OP_QUANT_I8: "quantize_row_i8",
     OP_I2S_GEMV: "i2s_gemv",
@@ -24,6 +25,8 @@ OP_NAMES = {
     OP_QUANT_Q8_0: "quantize_row_q8_0",
     OP_Q8_0_GEMV: "q8_0_gemv",
     OP_Q4_0_GEMV: "q4_0_gemv",
+    OP_TQ1_GEMV: "tq1_gemv",
+    OP_TQ1_GEMM: "tq1_gemm",
 }
 CASES_HEADER = struct.Struct("<8i")  # op, p0..p4, 0, 0
 GEMM_OUT_FILL = 0x5A5A5A5A  # the driver's fill of i2s_gemm outputs; untouched entries keep it
@@ -78,6 +81,35 @@ def pack_i2s(codes: np.ndarray) -> np.ndarray:
     c = codes.astype(np.uint8).reshape(rows, k // 128, 4, 32)
     packed = (c[:, :, 0] << 6) | (c[:, :, 1] << 4) | (c[:, :, 2] << 2) | c[:, :, 3]
     return packed.reshape(rows, k // 4)
+
+
+TQ1_CHUNK = 160  # weights per 32-byte TQ1_S chunk: five strips of 32
+_POW3 = np.array([81, 27, 9, 3, 1], dtype=np.int64)
+
+
+def tq1_row_bytes(k: int) -> int:
+    return -(-k // TQ1_CHUNK) * 32
+
+
+def pack_tq1(codes: np.ndarray) -> np.ndarray:
+    """codes (rows, k) in 0..2 -> TQ1_S bytes (rows, tq1_row_bytes(k)): byte j of chunk c holds
+    the codes c_p of weights 160c + 32p + j as ceil(256 * sum_p c_p 3^(4-p) / 243); the strips
+    past k in the last chunk are code 1."""
+    rows, k = codes.shape
+    n_chunks = -(-k // TQ1_CHUNK)
+    full = np.ones((rows, n_chunks * TQ1_CHUNK), np.int64)
+    full[:, :k] = codes
+    v = (full.reshape(rows, n_chunks, 5, 32) * _POW3[None, None, :, None]).sum(axis=2)
+    return ((v * 256 + 242) // 243).astype(np.uint8).reshape(rows, n_chunks * 32)
+
+
+def unpack_tq1(packed: np.ndarray, k: int) -> np.ndarray:
+    """TQ1_S bytes (rows, tq1_row_bytes(k)) -> codes (rows, k): code p of a byte is the top
+    base-3 digit of byte * 3^p mod 256, i.e. ((byte * 3^p mod 256) * 3) >> 8."""
+    rows = packed.shape[0]
+    b = packed.reshape(rows, -1, 1, 32).astype(np.int64)
+    m = (b * _POW3[::-1][None, None, :, None]) % 256
+    return ((m * 3) >> 8).reshape(rows, -1)[:, :k].astype(np.uint8)
 
 
 def ternary_matmul(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -153,6 +185,25 @@ def _gemm_case(name: str, codes: np.ndarray, q: np.ndarray, ldq: int, ldo: int, 
     out = np.full((n_tok, ldo), GEMM_OUT_FILL, dtype=np.uint32).view(np.int32)
     out[:, :rows] = ternary_matmul(codes, q)
     return Case(name, OP_I2S_GEMM, (rows, k, n_tok, ldq, ldo), (pack_i2s(codes), qbuf), {"out": out})
+
+
+def _tq1_gemv_case(name: str, packed: np.ndarray, k: int, q: np.ndarray) -> Case:
+    rows = packed.shape[0]
+    q = np.asarray(q, dtype=np.int8)
+    return Case(name, OP_TQ1_GEMV, (rows, k), (packed, q), {"out": ternary_matmul(unpack_tq1(packed, k), q)})
+
+
+def _tq1_gemm_case(name: str, packed: np.ndarray, k: int, q: np.ndarray, ldq: int, ldo: int, rng) -> Case:
+    case = _gemm_case(name, unpack_tq1(packed, k), q, ldq, ldo, rng)
+    return dataclasses.replace(case, op=OP_TQ1_GEMM, inputs=(packed, case.inputs[1]))
+
+
+def _tq1_bytes(rng, rows: int, k: int, kind: str) -> np.ndarray:
+    """'codes': packed random codes; 'bytes': every byte value, the 13 no writer emits included
+    (the kernels must decode them as the reference does)."""
+    if kind == "codes":
+        return pack_tq1(rng.integers(0, 3, size=(rows, k), dtype=np.uint8))
+    return rng.integers(0, 256, size=(rows, tq1_row_bytes(k)), dtype=np.uint8)
 
 
 def _f16_case(name: str, w: np.ndarray, x: np.ndarray, exact: bool = False) -> Case:
@@ -266,6 +317,35 @@ def build_cases(seed: int = 20250) -> list[Case]:
     cases.append(_gemm_case("gemm code3 x +-128 rows=32 k=2560 n_tok=32", np.full((32, 2560), 3, np.uint8),
                             q, 2560, 32, rng))
 
+    # -- TQ1_S GEMV: every tail of the last chunk (k mod 160 = 0, 32, 64, 96, 128 weights),
+    # row tiles with a remainder, the int16 accumulators' extremes
+    for rows, k, kind in ((1, 128, "codes"), (3, 384, "bytes"), (7, 640, "codes"), (17, 2560, "bytes"),
+                          (5, 256, "codes"), (6, 512, "bytes"), (9, 1024, "codes"), (64, 128, "bytes"),
+                          (129, 640, "codes"), (4, 6912, "bytes"), (13, 1152, "codes")):
+        q = rng.integers(-128, 128, size=k, dtype=np.int8)
+        cases.append(_tq1_gemv_case(f"tq1 gemv {kind} rows={rows} k={k}", _tq1_bytes(rng, rows, k, kind), k, q))
+    for code, value in ((2, -128), (2, 127), (0, 127), (0, -128)):
+        cases.append(_tq1_gemv_case(f"tq1 gemv code{code} x {value} rows=5 k=6912",
+                                    pack_tq1(np.full((5, 6912), code, np.uint8)), 6912,
+                                    np.full(6912, value, np.int8)))
+    cases.append(_tq1_gemv_case("tq1 gemv zeros rows=3 k=384", _tq1_bytes(rng, 3, 384, "bytes"), 384,
+                                np.zeros(384, np.int8)))
+
+    # -- TQ1_S GEMM: repack blocks (96 rows at k 2560, 32 at k 6912) with remainders, token tails,
+    # padded strides, and a row too long for the repack buffer (k 262272: the GEMV path)
+    for rows, k, n_tok, ldq_pad, ldo_pad, kind in (
+            (1, 128, 2, 0, 0, "codes"), (3, 384, 2, 16, 2, "bytes"), (17, 2560, 5, 1, 3, "codes"),
+            (200, 2560, 3, 0, 1, "bytes"), (70, 6912, 9, 3, 2, "codes"), (33, 1152, 13, 7, 0, "bytes"),
+            (96, 640, 48, 5, 3, "codes"), (48, 384, 33, 0, 0, "bytes"), (2, 262272, 2, 0, 1, "codes")):
+        q = rng.integers(-128, 128, size=(n_tok, k), dtype=np.int8)
+        cases.append(_tq1_gemm_case(f"tq1 gemm {kind} rows={rows} k={k} n_tok={n_tok} ldq=k+{ldq_pad} "
+                                    f"ldo=rows+{ldo_pad}", _tq1_bytes(rng, rows, k, kind), k, q,
+                                    k + ldq_pad, rows + ldo_pad, rng))
+    q = np.full((6, 6912), -128, np.int8)
+    q[1::2] = 127
+    cases.append(_tq1_gemm_case("tq1 gemm code2 x +-128 rows=34 k=6912 n_tok=6",
+                                pack_tq1(np.full((34, 6912), 2, np.uint8)), 6912, q, 6912, 34, rng))
+
     # -- F16 head GEMV (k need not be a multiple of 32 here: tails)
     for rows, k in ((1, 32), (3, 96), (7, 2560), (17, 100), (5, 7), (64, 640)):
         w = rng.normal(0, 0.05, size=(rows, k))
@@ -332,7 +412,7 @@ def check_result(case: Case, payload: bytes) -> list[str]:
             errs.append(f"s = {s[0]!r}, expected {e['s'][0]!r}")
         errs += _int_mismatch("q", q, e["q"])
         return errs
-    if case.op in (OP_I2S_GEMV, OP_I2S_GEMM):
+    if case.op in (OP_I2S_GEMV, OP_I2S_GEMM, OP_TQ1_GEMV, OP_TQ1_GEMM):
         got = np.frombuffer(payload, np.int32).reshape(e["out"].shape)
         return _int_mismatch("out", got, e["out"])
     if case.op == OP_QUANT_Q8_0:

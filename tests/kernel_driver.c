@@ -18,9 +18,11 @@
  *     5 quantize_row_q8_0 p0 = k                x f32[k]
  *     6 q8_0_gemv         p0 = rows, p1 = k     w q8_0[rows * k / 32], xq q8_0[k / 32]
  *     7 q4_0_gemv         p0 = rows, p1 = k     w q4_0[rows * k / 32], xq q8_0[k / 32]
+ *     8 tq1_gemv          p0 = rows, p1 = k     w u8[rows * ER_TQ1_ROW_BYTES(k)], q i8[k]
+ *     9 tq1_gemm          as 3, with w u8[rows * ER_TQ1_ROW_BYTES(k)]
  * Results file: per record, int32 op, int32 byte count, then the bytes:
  *     1: s f32, q i8[n]        2: i32[rows]       3: i32[n_tok * ldo] (entries the kernel must
- *     not touch keep the fill 0x5a5a5a5a)       4, 6, 7: f32[rows]     5: q8_0[k / 32] blocks.
+ *     not touch keep the fill 0x5a5a5a5a)       4, 6, 7: f32[rows]     5: q8_0[k / 32] blocks.     8: as 2      9: as 3.
  * Inputs are placed at deliberately unaligned addresses, and every output buffer is fenced
  * by guard bytes that must survive the call.
  */
@@ -30,7 +32,8 @@
 
 #include "er_kernels.h"
 
-enum { OP_QUANT_I8 = 1, OP_I2S_GEMV, OP_I2S_GEMM, OP_F16_GEMV, OP_QUANT_Q8_0, OP_Q8_0_GEMV, OP_Q4_0_GEMV };
+enum { OP_QUANT_I8 = 1, OP_I2S_GEMV, OP_I2S_GEMM, OP_F16_GEMV, OP_QUANT_Q8_0, OP_Q8_0_GEMV, OP_Q4_0_GEMV,
+       OP_TQ1_GEMV, OP_TQ1_GEMM };
 
 #define GUARD_BYTES 64
 #define GUARD_FILL 0xa5
@@ -134,33 +137,37 @@ static void run_case(const er_kernels *K, reader *rd, FILE *out) {
         free(f1);
         break;
     }
-    case OP_I2S_GEMV: {
-        const int rows = h[1], k = h[2];
+    case OP_I2S_GEMV:
+    case OP_TQ1_GEMV: {
+        const int rows = h[1], k = h[2], tq1 = op == OP_TQ1_GEMV;
         need(rows >= 1 && k >= ER_I2S_GROUP && k % ER_I2S_GROUP == 0, rec,
-             "i2s_gemv needs rows >= 1, k % 128 == 0");
-        const uint8_t *w = take(rd, (size_t)rows * k / 4, 1, &f1);
+             tq1 ? "tq1_gemv needs rows >= 1, k % 128 == 0" : "i2s_gemv needs rows >= 1, k % 128 == 0");
+        const size_t row_bytes = tq1 ? ER_TQ1_ROW_BYTES(k) : (size_t)k / 4;
+        const uint8_t *w = take(rd, (size_t)rows * row_bytes, 1, &f1);
         const int8_t *q = take(rd, (size_t)k, 1, &f2);
         const size_t nbytes = (size_t)rows * 4;
         unsigned char *res = guarded(nbytes, rec);
-        K->i2s_gemv(w, q, (int32_t *)res, rows, k);
-        check_guards(res, nbytes, rec, "i2s_gemv");
+        (tq1 ? K->tq1_gemv : K->i2s_gemv)(w, q, (int32_t *)res, rows, k);
+        check_guards(res, nbytes, rec, tq1 ? "tq1_gemv" : "i2s_gemv");
         emit(out, op, res, nbytes);
         free(res - GUARD_BYTES);
         free(f1);
         free(f2);
         break;
     }
-    case OP_I2S_GEMM: {
-        const int rows = h[1], k = h[2], n_tok = h[3], ldq = h[4], ldo = h[5];
+    case OP_I2S_GEMM:
+    case OP_TQ1_GEMM: {
+        const int rows = h[1], k = h[2], n_tok = h[3], ldq = h[4], ldo = h[5], tq1 = op == OP_TQ1_GEMM;
         need(rows >= 1 && k >= ER_I2S_GROUP && k % ER_I2S_GROUP == 0 && n_tok >= 1 && ldq >= k &&
                  ldo >= rows,
-             rec, "i2s_gemm needs rows >= 1, k % 128 == 0, n_tok >= 1, ldq >= k, ldo >= rows");
-        const uint8_t *w = take(rd, (size_t)rows * k / 4, 1, &f1);
+             rec, "i2s_gemm/tq1_gemm needs rows >= 1, k % 128 == 0, n_tok >= 1, ldq >= k, ldo >= rows");
+        const size_t row_bytes = tq1 ? ER_TQ1_ROW_BYTES(k) : (size_t)k / 4;
+        const uint8_t *w = take(rd, (size_t)rows * row_bytes, 1, &f1);
         const int8_t *q = take(rd, (size_t)n_tok * ldq, 1, &f2);
         const size_t nbytes = (size_t)n_tok * ldo * 4;
         unsigned char *res = guarded(nbytes, rec);
-        K->i2s_gemm(w, q, ldq, (int32_t *)res, ldo, rows, k, n_tok);
-        check_guards(res, nbytes, rec, "i2s_gemm");
+        (tq1 ? K->tq1_gemm : K->i2s_gemm)(w, q, ldq, (int32_t *)res, ldo, rows, k, n_tok);
+        check_guards(res, nbytes, rec, tq1 ? "tq1_gemm" : "i2s_gemm");
         emit(out, op, res, nbytes);
         free(res - GUARD_BYTES);
         free(f1);
@@ -216,7 +223,7 @@ static void run_case(const er_kernels *K, reader *rd, FILE *out) {
         break;
     }
     default:
-        die(rec, "unknown op in header (expected 1..7)");
+        die(rec, "unknown op in header (expected 1..9)");
     }
 }
 

@@ -141,7 +141,7 @@ def test_chat_ctrl_c_stops_the_reply_not_the_program(tiny_chat_model_path, tmp_p
     schema = tmp_path / "long.json"
     schema.write_text(json.dumps({"type": "object", "properties": {"note": {"type": "string", "minLength": 3000,
                                                                               "maxLength": 3000}},
-                                  "required": ["note"]}))
+                                  "required": ["note"], "additionalProperties": False}))
     env = subprocess_env()
     pid, fd = pty.fork()
     if pid == 0:  # child: the chat program on the pty

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from edge_runtime.assist import lexicon, resolve, rules, slots
+from edge_runtime.assist import grounded, lexicon, resolve, rules, slots
 from edge_runtime.assist.actions import execute as _execute
 from edge_runtime.assist.actions import needs_confirmation
 from edge_runtime.assist.states import describe
@@ -36,6 +36,9 @@ log = logging.getLogger("edge_runtime.assist")
 _PROBES = (("turn off the kitchen light", {"intent": "turn_off", "name": "kitchen light"}),
            ("lock the front door", {"intent": "lock", "name": "front door"}),
            ("set the bedroom fan to 30 percent", {"intent": "fan_speed", "name": "bedroom fan", "value": 30}))
+
+GROUNDINGS = ("auto", "slots", "registry", "words")
+LARGE_MODEL_DIM = 1024      # a model this wide reads the home's entity list (edge_runtime.assist.grounded)
 
 # (intent, domain) -> the Home Assistant action; anything absent is not something that intent does
 ACTIONS = {
@@ -89,7 +92,7 @@ def _number(v):
 class Assistant:
     """Interprets requests against one home, and executes the results on it."""
 
-    def __init__(self, home, model=None, *, n_threads: int = 1, max_tokens: int = 64):
+    def __init__(self, home, model=None, *, n_threads: int = 1, max_tokens: int = 64, grounding: str = "auto"):
         self.home = home
         self._own_model = model is None
         if model is None:
@@ -98,8 +101,15 @@ class Assistant:
         self.model = model
         self.max_tokens = max_tokens
         self._lock = threading.Lock()
-        self.follows_contract = self._probe()
-        if not self.follows_contract:
+        if grounding not in GROUNDINGS:
+            raise ValueError(f"grounding {grounding!r}: expected one of {', '.join(GROUNDINGS)}")
+        self.follows_contract = grounding == "slots" or (grounding == "auto" and self._probe())
+        if grounding == "auto":
+            # a model that reads the home (2B4T-sized) answers entity ids under the registry schema
+            grounding = "slots" if self.follows_contract else (
+                "registry" if model.config.dim >= LARGE_MODEL_DIM else "words")
+        self.grounding = grounding
+        if grounding == "words":
             log.warning("the model does not answer in the slot contract (edge_runtime.assist.slots); "
                         "the assistant reads intents from the request's words alone")
 
@@ -139,7 +149,9 @@ class Assistant:
             return _nothing(f"That request is too long (over {MAX_TEXT_CHARS} characters).")
         normalized = lexicon.normalize(text)
         permitted = lexicon.permitted_intents(text, normalized)
-        got = self.slots_for(text, normalized, permitted) if self.follows_contract else None
+        if self.grounding == "registry":
+            return self._interpret_grounded(normalized, permitted)
+        got = self.slots_for(text, normalized, permitted) if self.grounding == "slots" else None
         if got is None:         # a model without the slot contract: the words decide
             got = rules.slots_from_words(normalized, permitted)
         if got["intent"] not in permitted or got["intent"] == "none":
@@ -173,6 +185,28 @@ class Assistant:
             # an area-wide command acts on one kind of device; prefer what the words named
             named = resolve._domains_of(resolve.words(got.get("name") or ""), sorted(kinds))
             entities = [e for e in entities if e.domain == named[0]]
+        return self._act(intent, entities, got, normalized, permitted)
+
+    def _interpret_grounded(self, normalized, permitted) -> dict:
+        """A model that reads the home: its reply names the entity, confined by the registry schema."""
+        schema = grounded.registry_schema(self.home, permitted, lexicon.numbers_in(normalized),
+                                          grounded.modes_in(normalized))
+        with self._lock:
+            out = self.model.create_chat_completion(grounded.messages(self.home, normalized),
+                                                    max_tokens=self.max_tokens, temperature=0.0,
+                                                    repeat_penalty=1.0, json_schema=schema)
+        got = grounded.parse_reply(out["choices"][0]["message"]["content"])
+        if got is None or got["intent"] not in permitted or got["intent"] == "none":
+            return _nothing("Sorry, I can't help with that.")
+        entity = self.home.get(got["entity_id"])
+        if entity is None:
+            return _nothing("I couldn't find that device.")
+        if got["intent"] == "query":
+            return {"action": "query", "entity_id": entity.entity_id, "reply": describe(entity)}
+        return self._act(got["intent"], [entity], got, normalized, permitted)
+
+    def _act(self, intent, entities, got, normalized, permitted) -> dict:
+        """The action call for `intent` on `entities`, through the final gate and the confirmation rule."""
         domain = entities[0].domain
         action = ACTIONS.get((intent, domain))
         if action is None:

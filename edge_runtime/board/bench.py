@@ -22,6 +22,8 @@ def add_arguments(p):
     p.add_argument("--random", choices=["2b4t", "tiny"], default=None,
                    help="benchmark a random-weight model of this shape (generated once, cached)")
     p.add_argument("--head", choices=["f16", "q8_0", "q4_0"], default="q8_0", help="head type of --random")
+    p.add_argument("--body", choices=["i2_s", "tq1"], default="i2_s",
+                   help="projection type of --random: i2_s (2 bits) or tq1 (1.6 bits, the same trits)")
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/edge-runtime"),
                    help="where --random models are kept")
     p.add_argument("-t", "--threads", type=int, default=None)
@@ -49,7 +51,9 @@ def add_arguments(p):
                         "serving cases on llama-cpp-python too, where it has the feature")
 
 
-def random_model_path(shape, head, cache_dir, layers=None):
+def random_model_path(shape, head, cache_dir, body="i2_s", layers=None):
+    """The cached random model of a shape, head and body (and --layers); a tq1 body is the i2_s
+    file's trits."""
     from edge_runtime.formats.random_model import write_random_model
 
     os.makedirs(cache_dir, exist_ok=True)
@@ -58,7 +62,21 @@ def random_model_path(shape, head, cache_dir, layers=None):
     if not os.path.exists(path):
         print(f"writing {path} (once)...", file=sys.stderr)
         write_random_model(path, shape=shape, head=head, seed=1, **({"n_layers": layers} if layers else {}))
-    return path
+    if body == "i2_s":
+        return path
+    from edge_runtime.formats.convert import write_model
+    from edge_runtime.formats.gguf import GGMLType
+    from edge_runtime.formats.sources import open_source
+
+    tq1 = os.path.join(cache_dir, f"random-{shape}-tq1-{head}{suffix}.gguf")
+    if not os.path.exists(tq1):
+        print(f"writing {tq1} (once)...", file=sys.stderr)
+        source = open_source(path)
+        try:
+            write_model(source, tq1, to="tq1", head=GGMLType[head.upper()])
+        finally:
+            source.close()
+    return tq1
 
 
 def evict_from_page_cache(path):
@@ -105,7 +123,7 @@ def main(args):
     from edge_runtime.model.model import Model
 
     if args.random:
-        path = random_model_path(args.random, args.head, args.cache_dir, args.layers)
+        path = random_model_path(args.random, args.head, args.cache_dir, getattr(args, "body", "i2_s"), args.layers)
     elif args.model:
         path = args.model
     else:

@@ -11,6 +11,14 @@ cdef extern from "er_kernels.h" nogil:
     int ER_I2S_GROUP
     int ER_I2S_GROUP_BYTES
     int ER_I2S_TRAILER_BYTES
+    int ER_GGML_TYPE_TQ1_S
+    int ER_TQ1_STRIP
+    int ER_TQ1_CHUNK
+    int ER_TQ1_TRAILER_BYTES
+    size_t ER_TQ1_ROW_BYTES(int k)
+
+    ctypedef struct er_block_tq1_s:
+        uint8_t qs[32]
     int ER_QK8_0
     int ER_QK4_0
 
@@ -42,6 +50,9 @@ cdef extern from "er_kernels.h" nogil:
         void (*quantize_row_q8_0)(const float *x, er_block_q8_0 *y, int k) noexcept nogil
         void (*q8_0_gemv)(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k) noexcept nogil
         void (*q4_0_gemv)(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k) noexcept nogil
+        void (*tq1_gemv)(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k) noexcept nogil
+        void (*tq1_gemm)(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo,
+                         int rows, int k, int n_tok) noexcept nogil
 
     const er_kernels *er_kernels_get(er_kernel_id id)
     int er_cpu_supports(er_kernel_id id)
@@ -73,6 +84,7 @@ cdef extern from "er_engine.h" nogil:
         float scale
         int rows
         int cols
+        int type
 
     ctypedef struct er_layer_weights:
         const float *attn_norm

@@ -19,6 +19,17 @@ I2S_GROUP = ER_I2S_GROUP                    # weights per group of 2-bit codes
 I2S_GROUP_BYTES = ER_I2S_GROUP_BYTES
 I2S_TRAILER_BYTES = ER_I2S_TRAILER_BYTES    # the per-tensor f32 scale, padded
 MAX_BATCH_WANT = ER_MAX_BATCH_WANT          # rows of logits one mixed batch may return
+GGML_TYPE_TQ1_S = ER_GGML_TYPE_TQ1_S
+TQ1_STRIP = ER_TQ1_STRIP                    # weights per strip (one byte position of a chunk)
+TQ1_CHUNK = ER_TQ1_CHUNK                    # weights per 32-byte chunk: five strips
+TQ1_CHUNK_BYTES = sizeof(er_block_tq1_s)
+TQ1_TRAILER_BYTES = ER_TQ1_TRAILER_BYTES
+TERNARY_TYPES = (GGML_TYPE_I2_S, GGML_TYPE_TQ1_S)
+
+
+def tq1_row_bytes(int k):
+    """Bytes of one TQ1_S row of k weights: ceil(k / 160) chunks of 32."""
+    return ER_TQ1_ROW_BYTES(k)
 # (weights per block, bytes per block) of the block types
 BLOCK_LAYOUTS = {GGML_TYPE_F32: (1, 4), GGML_TYPE_F16: (1, 2),
                  GGML_TYPE_Q8_0: (ER_QK8_0, sizeof(er_block_q8_0)),
@@ -86,14 +97,19 @@ def quantize_row_i8(variant, x):
     return q, s
 
 
-def i2s_gemm(variant, w, q, int rows, int k_dim):
-    """W (rows, k) I2_S codes (bytes-like, rows*k/4) @ Q (n_tok, k) int8 -> (n_tok, rows) int32."""
+def i2s_gemm(variant, w, q, int rows, int k_dim, int ggml_type=ER_GGML_TYPE_I2_S):
+    """W (rows, k) ternary codes (bytes-like: I2_S rows*k/4 or TQ1_S rows*tq1_row_bytes(k))
+    @ Q (n_tok, k) int8 -> (n_tok, rows) int32."""
     cdef const er_kernels *k = _select(variant)
     if rows < 1 or k_dim < 128 or k_dim % 128:
         raise ValueError(f"bad shape rows={rows} k={k_dim} (k must be a positive multiple of 128)")
+    if ggml_type not in TERNARY_TYPES:
+        raise ValueError(f"ggml_type {ggml_type} is not a ternary type (I2_S or TQ1_S)")
+    cdef bint tq1 = ggml_type == ER_GGML_TYPE_TQ1_S
+    cdef Py_ssize_t need = rows * (ER_TQ1_ROW_BYTES(k_dim) if tq1 else k_dim // 4)
     cdef const uint8_t[::1] wv = np.frombuffer(w, dtype=np.uint8)
-    if wv.shape[0] < rows * (k_dim // 4):
-        raise ValueError(f"weights hold {wv.shape[0]} bytes, need {rows * (k_dim // 4)}")
+    if wv.shape[0] < need:
+        raise ValueError(f"weights hold {wv.shape[0]} bytes, need {need}")
     q2 = np.ascontiguousarray(np.atleast_2d(q), dtype=np.int8)
     if q2.shape[1] != k_dim:
         raise ValueError(f"activations have {q2.shape[1]} columns, expected {k_dim}")
@@ -103,9 +119,9 @@ def i2s_gemm(variant, w, q, int rows, int k_dim):
     cdef int32_t[:, ::1] ov = out
     with nogil:
         if n_tok == 1:
-            k.i2s_gemv(&wv[0], &qv[0, 0], &ov[0, 0], rows, k_dim)
+            (k.tq1_gemv if tq1 else k.i2s_gemv)(&wv[0], &qv[0, 0], &ov[0, 0], rows, k_dim)
         else:
-            k.i2s_gemm(&wv[0], &qv[0, 0], k_dim, &ov[0, 0], rows, rows, k_dim, n_tok)
+            (k.tq1_gemm if tq1 else k.i2s_gemm)(&wv[0], &qv[0, 0], k_dim, &ov[0, 0], rows, rows, k_dim, n_tok)
     return out
 
 
@@ -388,12 +404,16 @@ cdef Py_ssize_t _off(dict tensors, Py_ssize_t size, name, expected_types) except
 
 
 cdef int _set_i2s(er_i2s_tensor *t, const uint8_t *base, Py_ssize_t size, dict tensors, name) except -1:
-    cdef Py_ssize_t off = _off(tensors, size, name, {GGML_TYPE_I2_S})
-    _, _, rows, cols, scale = tensors[name]
+    cdef Py_ssize_t off = _off(tensors, size, name, set(TERNARY_TYPES))
+    _, typ, rows, cols, scale = tensors[name]
+    cdef Py_ssize_t nbytes = rows * (ER_TQ1_ROW_BYTES(cols) if typ == GGML_TYPE_TQ1_S else cols // 4)
+    if off + nbytes > size:
+        raise ValueError(f"tensor {name!r} needs {nbytes} bytes at offset {off}, beyond the mapped file of {size} bytes")
     t.codes = base + <Py_ssize_t>off
     t.rows = rows
     t.cols = cols
     t.scale = scale
+    t.type = typ
     return 0
 
 

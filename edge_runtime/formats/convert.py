@@ -1,10 +1,12 @@
 """`edge-runtime convert`: write an edge-runtime GGUF (architecture `bitnet-b1.58`, I2_S
-projections, F32 norms, an F16/Q8_0/Q4_0 head) from
+projections — or with `--to tq1` the 1.6-bit TQ1_S ones, the same trits — F32 norms, an
+F16/Q8_0/Q4_0 head) from
 
 - a Hugging Face BitNet checkpoint dir (config.json + *.safetensors): packed uint8 projections
   with a weight_scale each, or float master weights ternarized here per tensor;
 - a llama.cpp GGUF of architecture `bitnet` (TQ2_0 projections);
-- an edge-runtime GGUF (to change its head type);
+- an edge-runtime GGUF (to change its head type, or its body between I2_S and TQ1_S: the same
+  trits and scale either way, so i2_s -> tq1 -> i2_s gives the same bytes back);
 
 or, with `--to tq2_0`, export any of these as a llama.cpp `bitnet` TQ2_0 GGUF.
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
 from edge_runtime.formats.gguf import (
-    GGMLType, GGUFWriter, TQ2_0_BLOCK, ValueType, dequantize, pack_i2s, quantize,
+    GGMLType, GGUFWriter, TQ2_0_BLOCK, ValueType, dequantize, pack_ternary, quantize,
     tensor_nbytes, ternary_to_tq2_0,
 )
 from edge_runtime.formats.model_file import (
@@ -35,6 +37,8 @@ from edge_runtime.formats.sources import (
 )
 
 HEAD_CHOICES = {"f16": GGMLType.F16, "q8_0": GGMLType.Q8_0, "q4_0": GGMLType.Q4_0}
+# --to: the projections' type; i2_s and tq1 write our architecture, tq2_0 llama.cpp's
+BODY_TYPES = {"i2_s": GGMLType.I2_S, "tq1": GGMLType.TQ1_S, "tq2_0": GGMLType.TQ2_0}
 
 
 HEAD_CHUNK_BYTES = 64 << 20  # f32 working set while requantizing a head (2B4T's is 1.3 GB in f32)
@@ -97,12 +101,16 @@ def _hparams(writer: GGUFWriter, arch: str, c: ModelConfig) -> None:
 
 def write_model(source: Source, output: str, *, to: str, head: GGMLType,
                 embedding: GGMLType | None = None, progress: Callable | None = None) -> None:
-    """Write `source` as our I2_S file (to="i2_s") or llama.cpp's TQ2_0 bitnet file ("tq2_0").
+    """Write `source` as our I2_S file (to="i2_s"), our TQ1_S file ("tq1") or llama.cpp's TQ2_0
+    bitnet file ("tq2_0").
     `head` is the type of the output head: token_embd when tied, else output.weight, with
     token_embd then stored as `embedding` (F16 when not given)."""
     c = source.config
     embedding = head if c.tied else (embedding or GGMLType.F16)
-    arch = ARCH if to == "i2_s" else LLAMA_CPP_BITNET_ARCH
+    if to not in BODY_TYPES:
+        raise EdgeRuntimeError(f"unknown body type {to!r} (expected one of {', '.join(BODY_TYPES)})")
+    body = BODY_TYPES[to]
+    arch = LLAMA_CPP_BITNET_ARCH if to == "tq2_0" else ARCH
     if to == "tq2_0":
         if not c.tied:
             raise EdgeRuntimeError(
@@ -139,18 +147,19 @@ def write_model(source: Source, output: str, *, to: str, head: GGMLType,
         else:
 
             def proj_bytes(name=name):
-                if to == "i2_s":
-                    raw = source.raw_i2s(name)
+                if to != "tq2_0":
+                    raw = source.raw_projection(name, body)
                     if raw is not None:
                         return raw
                 ternary, scale = source.projection(name)
                 try:
-                    return pack_i2s(ternary, scale) if to == "i2_s" else ternary_to_tq2_0(ternary, scale)
+                    if to == "tq2_0":
+                        return ternary_to_tq2_0(ternary, scale)
+                    return pack_ternary(body, ternary, scale)
                 except ValueError as exc:
                     raise ModelFormatError(f"{name}: {exc}") from None
 
-            ggml_type = GGMLType.I2_S if to == "i2_s" else GGMLType.TQ2_0
-            writer.add_tensor(name, proj_bytes, ggml_type, dims)
+            writer.add_tensor(name, proj_bytes, body, dims)
     writer.write(progress)
 
 
@@ -182,8 +191,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", choices=sorted(HEAD_CHOICES), default=None,
                    help="type of the output head / embedding: f16 (default for checkpoints), "
                         "q8_0 (default for --to tq2_0), q4_0; GGUF inputs keep theirs by default")
-    p.add_argument("--to", choices=("i2_s", "tq2_0"), default="i2_s",
-                   help="i2_s: edge-runtime format (default); tq2_0: llama.cpp 'bitnet' format")
+    p.add_argument("--to", choices=tuple(BODY_TYPES), default="i2_s",
+                   help="i2_s: edge-runtime 2-bit body (default); tq1: edge-runtime 1.6-bit body "
+                        "(the same trits, 20%% fewer bytes); tq2_0: llama.cpp 'bitnet' format")
     p.add_argument("--name", default=None, help="model name to store (general.name)")
     p.add_argument("--progress", action="store_true",
                    help="show a progress bar even when stderr is not a terminal")
@@ -206,9 +216,11 @@ def main(args) -> int:
         raise EdgeRuntimeError(f"{args.output}: output would overwrite the input")
     source = open_source(args.input, args.name)
     try:
-        if (isinstance(source, EdgeRuntimeSource) and args.to == "i2_s" and args.head is None):
-            raise EdgeRuntimeError(f"{args.input} is already an edge-runtime file; give --head "
-                                   f"to change its head type or --to tq2_0 to export it")
+        if (isinstance(source, EdgeRuntimeSource) and args.to != "tq2_0" and args.head is None
+                and source.model.body_type == BODY_TYPES[args.to].name):
+            raise EdgeRuntimeError(f"{args.input} is already an edge-runtime file with a {args.to} body; give "
+                                   f"--head to change its head type, --to tq1 or --to i2_s to change "
+                                   f"its body, or --to tq2_0 to export it")
         head_name = "token_embd.weight" if source.config.tied else "output.weight"
         if args.head:
             head = HEAD_CHOICES[args.head]
@@ -225,6 +237,6 @@ def main(args) -> int:
         source.close()
     size = os.path.getsize(output)
     c = source.config
-    print(f"wrote {args.output}: {args.to.upper()} {c.n_layers} layers, dim {c.dim}, vocab "
+    print(f"wrote {args.output}: {BODY_TYPES[args.to].name} {c.n_layers} layers, dim {c.dim}, vocab "
           f"{c.n_vocab}, head {head.name}, {size / 1e6:.1f} MB")
     return 0

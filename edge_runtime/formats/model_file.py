@@ -7,7 +7,8 @@ Tensor shapes below are numpy order (rows, cols); GGUF stores the reversed dims.
     output.weight (optional)   F16|F32|Q8_0|Q4_0   (n_vocab, dim)     a separate head
     output_norm.weight         F32                 (dim,)
     blk.N.attn_norm.weight     F32                 (dim,)
-    blk.N.attn_q.weight        I2_S                (n_head * head_dim, dim)
+    blk.N.attn_q.weight        I2_S|TQ1_S          (n_head * head_dim, dim)   every projection:
+                                                                      2-bit or 1.6-bit ternary
     blk.N.attn_k/attn_v.weight I2_S                (n_kv * head_dim, dim)
     blk.N.attn_output.weight   I2_S                (dim, n_head * head_dim)
     blk.N.attn_sub_norm.weight F32                 (dim,)
@@ -24,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 
 from edge_runtime.errors import ModelFormatError
-from edge_runtime.formats.gguf import GGMLType, GGUFReader, I2S_GROUP, TensorInfo, ValueType, i2s_scale
+from edge_runtime.formats.gguf import GGMLType, GGUFReader, I2S_GROUP, TensorInfo, ValueType, ternary_scale
 
 ARCH = "bitnet-b1.58"
 LLAMA_CPP_BITNET_ARCH = "bitnet"
@@ -35,7 +36,7 @@ HEAD_TYPES = {
     GGMLType.Q4_0: "q4_0",
 }
 NORM_TYPES = (GGMLType.F32,)
-PROJECTION_TYPES = (GGMLType.I2_S,)
+PROJECTION_TYPES = (GGMLType.I2_S, GGMLType.TQ1_S)
 # Per-layer tensors, in the order a layer uses them.
 LAYER_NORMS = ("attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm")
 LAYER_PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
@@ -99,7 +100,8 @@ class ModelFile:
         return self.reader.tensor_info(name)
 
     def i2s_scale(self, name: str) -> float:
-        """The per-tensor scale of an I2_S projection: its effective weight is ternary * scale."""
+        """The per-tensor scale of an I2_S or TQ1_S projection: its effective weight is
+        ternary * scale."""
         return self._i2s_scales[name]
 
     @property
@@ -107,6 +109,12 @@ class ModelFile:
         """Every `tokenizer.*` entry (tokenizer.ggml.tokens, .merges, .token_type, ids, chat
         template, ...); empty when the file carries no tokenizer."""
         return {k: v for k, v in self.reader.metadata.items() if k.startswith("tokenizer.")}
+
+    @property
+    def body_type(self) -> str:
+        """The projections' type: 'I2_S', 'TQ1_S', or 'I2_S+TQ1_S' for a file that mixes them."""
+        types = sorted({self.reader.tensors[n].type_name for n in self._i2s_scales})
+        return "+".join(types)
 
     @property
     def file_size(self) -> int:
@@ -303,17 +311,17 @@ def check_tensors(reader: GGUFReader, config: ModelConfig) -> dict[str, float]:
                 f"(from the metadata: dim {config.dim}, ffn {config.ffn_dim}, heads "
                 f"{config.n_heads}/{config.n_kv_heads} x {config.head_dim}, vocab {config.n_vocab})"
             )
-        if info.ggml_type == GGMLType.I2_S:
+        if info.ggml_type in PROJECTION_TYPES:
             if shape[1] % I2S_GROUP:
                 raise ModelFormatError(
-                    f"{path}: tensor {name} has rows of {shape[1]} weights; I2_S needs a multiple "
-                    f"of {I2S_GROUP}"
+                    f"{path}: tensor {name} has rows of {shape[1]} weights; {info.type_name} needs a "
+                    f"multiple of {I2S_GROUP}"
                 )
-            scale = i2s_scale(reader.buffer, info.n_elements, offset=info.offset)
+            scale = ternary_scale(info.ggml_type, reader.buffer, shape[0], shape[1], offset=info.offset)
             if not math.isfinite(scale) or scale <= 0:
                 raise ModelFormatError(
-                    f"{path}: tensor {name} has I2_S scale {scale} at offset "
-                    f"{info.offset + info.n_elements // 4}, expected a finite number > 0"
+                    f"{path}: tensor {name} has {info.type_name} scale {scale} at offset "
+                    f"{info.offset + info.nbytes - 32}, expected a finite number > 0"
                 )
             scales[name] = scale
     return scales

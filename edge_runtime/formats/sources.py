@@ -12,7 +12,7 @@ import numpy as np
 
 from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
 from edge_runtime.formats.gguf import (
-    GGMLType, GGUFReader, ValueType, dequantize, tq2_0_to_ternary, unpack_i2s,
+    GGMLType, GGUFReader, ValueType, dequantize, tq2_0_to_ternary, unpack_ternary,
 )
 from edge_runtime.formats.model_file import (
     ARCH, LAYER_PROJECTIONS, LLAMA_CPP_BITNET_ARCH, ModelConfig, expected_tensors, open_model_file,
@@ -43,8 +43,8 @@ class Source:
     """A model to convert. `config` has the hyperparameters (arch/head_type/tied describe the
     source); `tokenizer` maps GGUF keys to (value, value type); `projection(name)` -> (ternary,
     scale); `norm(name)` -> f32 vector; `matrix(name)` -> (ggml type, the stored data as bytes
-    or a numpy view) for token_embd/output. `raw_i2s(name)` gives stored I2_S bytes when the source has
-    them (copied as-is)."""
+    or a numpy view) for token_embd/output. `raw_projection(name, ggml_type)` gives the stored bytes
+    when the source holds that projection in that type (I2_S or TQ1_S; copied as-is)."""
 
     config: ModelConfig
     tokenizer: dict
@@ -53,7 +53,7 @@ class Source:
     def projection(self, name: str) -> tuple[np.ndarray, float]:
         raise NotImplementedError
 
-    def raw_i2s(self, name: str):
+    def raw_projection(self, name: str, ggml_type: GGMLType):
         return None
 
     def norm(self, name: str) -> np.ndarray:
@@ -522,11 +522,14 @@ class EdgeRuntimeSource(Source):
         self.tokenizer = _tokenizer_from_reader(self.reader)
 
     def projection(self, name: str) -> tuple[np.ndarray, float]:
-        rows, cols = self.reader.tensors[name].shape
-        return unpack_i2s(self.reader.tensor_bytes(name), rows, cols,
-                          name=f"{self.reader.path}: {name}")
+        info = self.reader.tensors[name]
+        rows, cols = info.shape
+        return unpack_ternary(info.ggml_type, self.reader.tensor_bytes(name), rows, cols,
+                              name=f"{self.reader.path}: {name}")
 
-    def raw_i2s(self, name: str):
+    def raw_projection(self, name: str, ggml_type: GGMLType):
+        if self.reader.tensors[name].ggml_type != ggml_type:
+            return None
         return self.reader.tensor_bytes(name)
 
     def norm(self, name: str) -> np.ndarray:

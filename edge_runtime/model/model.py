@@ -14,7 +14,6 @@ import mmap
 import os
 import threading
 import time
-import uuid
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
 from edge_runtime.formats.model_file import open_model_file
 from edge_runtime.model.prompt_cache import DEFAULT_CACHE_MB
 from edge_runtime.model.slots import Batcher, DirectPath, SlotTable, prefill
+from edge_runtime.model.responses import ChatShape, CompletionShape, assemble
 
 # Prompt tokens per forward batch. The tile GEMMs reuse each unpacked weight block across a
 # batch; on the AMX path 128 gives 1.7x the GEMM throughput of 32 (measured on a 2B4T-shaped
@@ -33,6 +33,15 @@ KERNEL_ENV = "EDGE_RUNTIME_KERNEL"
 # Prompt tokens a step of the batch takes while other requests decode: a long prompt goes in
 # chunks so their next tokens are not held up by all of it.
 DEFAULT_PREFILL_CHUNK = 16
+
+
+def _no_final_state():
+    return EdgeRuntimeError("generation ended without a final state")
+
+
+class MemoryNeed(collections.namedtuple(
+        "MemoryNeed", "model_bytes n_ctx n_layers n_kv_heads head_dim scratch_bytes")):
+    """A load's memory: the file, the KV cache's shape at n_ctx, and the engine's scratch bytes."""
 
 
 class ContextOverflowError(EdgeRuntimeError, ValueError):
@@ -51,7 +60,7 @@ def default_model_path():
 
 class Model:
     def __init__(self, path=None, n_threads=None, n_ctx=2048, use_mmap=True, use_mlock=False, seed=None,
-                 n_batch=DEFAULT_BATCH, kernel=None, verbose=False, memory_budget_mb=None, prompt_cache=None,
+                 n_batch=DEFAULT_BATCH, kernel=None, verbose=False, memory_guard=None, prompt_cache=None,
                  cache_mb=None, slots=1, prefill_chunk=DEFAULT_PREFILL_CHUNK):
         if path is None:
             path = default_model_path()
@@ -81,11 +90,13 @@ class Model:
         self._mf = open_model_file(path)
         self.config = self._mf.config
         cfg = self.config
-        try:
-            self.memory = self._check_memory(n_ctx, n_batch, memory_budget_mb, slots)
-        except BaseException:
-            self._mf.close()
-            raise
+        self.memory = None
+        if memory_guard is not None:
+            try:
+                self.memory = memory_guard(self.memory_need(n_ctx, n_batch, slots, self.cache_bytes))
+            except BaseException:
+                self._mf.close()
+                raise
         buffer = self._mf.reader.buffer
         if not use_mmap:
             # read the file into private memory: the engine then uses no file-backed pages
@@ -105,7 +116,7 @@ class Model:
         for name, info in self._mf.reader.tensors.items():
             rows = int(info.shape[0]) if len(info.shape) > 1 else 1
             cols = int(info.shape[-1])
-            scale = self._mf.i2s_scale(name) if info.ggml_type == _engine.GGML_TYPE_I2_S else None
+            scale = self._mf.i2s_scale(name) if info.ggml_type in _engine.TERNARY_TYPES else None
             tensors[name] = (int(info.offset), int(info.ggml_type), rows, cols, scale)
         engine_cfg = dict(n_vocab=cfg.n_vocab, dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
                           n_kv_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, ffn_dim=cfg.ffn_dim,
@@ -141,19 +152,15 @@ class Model:
         self._known_replies = collections.OrderedDict()  # reply text -> the token ids generated for it
         self.name = cfg.name or os.path.basename(path)
 
-    def _check_memory(self, n_ctx, n_batch, budget_mb, slots=1):
-        """Refuse a load that cannot fit (model + KV cache + scratch) rather than swap a board to death."""
-        from edge_runtime.board.device_config import memory_guard
-
+    def memory_need(self, n_ctx, n_batch=DEFAULT_BATCH, slots=1, cache_bytes=0):
+        """What a load at n_ctx allocates besides the file: given to the caller's memory guard
+        (edge_runtime.board.loading.guard) before the engine allocates anything. The other slots'
+        KV sequences and the prompt cache's snapshots count as scratch."""
         c = self.config
         wide = max(c.dim, c.ffn_dim, c.n_heads * c.head_dim)
         scratch = 4 * n_batch * (8 * wide + 2 * c.ffn_dim) + 4 * c.n_vocab * 2 + (16 << 20)
-        # the other slots' KV sequences and the prompt cache's snapshots
-        scratch += (slots - 1) * 2 * c.n_layers * c.n_kv_heads * c.head_dim * n_ctx * 2 + self.cache_bytes
-        if budget_mb is None:
-            budget_mb = 1 << 30  # no board budget: only the machine's MemAvailable limits the load
-        return memory_guard(self._mf.file_size, n_ctx, c.n_layers, c.n_kv_heads, c.head_dim, int(scratch),
-                            int(budget_mb))
+        scratch += (slots - 1) * 2 * c.n_layers * c.n_kv_heads * c.head_dim * n_ctx * 2 + cache_bytes
+        return MemoryNeed(self._mf.file_size, n_ctx, c.n_layers, c.n_kv_heads, c.head_dim, int(scratch))
 
     # ------------------------------------------------------------------------------------------
     # resources
@@ -290,6 +297,8 @@ class Model:
                 self._token_bytes = [tok.token_bytes(i) for i in range(self.n_vocab)]
                 self._special_ids = [i for i in range(self.n_vocab) if tok.is_control(i)]
             constraint = JsonSchemaConstraint(json_schema, self._token_bytes, end_ids, special_ids=self._special_ids)
+            # refuse up front a budget (max_tokens, or the context left) below the shortest document
+            constraint.check_budget(min(max_tokens, self.n_ctx - len(prompt_tokens) + 1))
         decoder = tok.stream_decoder()
         stops = [s for s in (stop or []) if s]
         hold = max((len(s) for s in stops), default=0)
@@ -315,7 +324,9 @@ class Model:
             if slot.cancel.is_set():
                 finish = "cancelled"
                 break
-            allowed = constraint.allowed_mask() if constraint is not None else None
+            allowed = None
+            if constraint is not None:  # tokens that may still be sampled, this one included
+                allowed = constraint.allowed_mask(min(max_tokens - n_gen, self.n_ctx - len(slot.tokens) + 1))
             token = sampler.sample(logits, history, allowed)
             n_gen += 1
             if timings.get("ttft_ms") is None:
@@ -328,7 +339,8 @@ class Model:
             history.append(token)
             pending += decoder.feed(token)
             if constraint is not None and constraint.is_complete():
-                mask = np.array(constraint.allowed_mask(), dtype=bool)
+                mask = np.array(constraint.allowed_mask(min(max_tokens - n_gen, self.n_ctx - len(slot.tokens))),
+                                dtype=bool)
                 mask[list(end_ids)] = False
                 if not mask.any():
                     # the document is complete and only an end token may follow: stop here
@@ -475,47 +487,14 @@ class Model:
             "ttft_ms": round(t["ttft_ms"], 3) if t.get("ttft_ms") is not None else round(prompt_ms, 3),
         }
 
-    @staticmethod
-    def _collect(gen):
-        """Run a _run() generator to its end: (text, finish_reason, usage, timings)."""
-        parts = []
-        for piece, finish, usage, timings in gen:
-            if finish is not None:
-                return "".join(parts), finish, usage, timings
-            parts.append(piece)
-        raise EdgeRuntimeError("generation ended without a final state")
-
     def create_completion(self, prompt, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
                           repeat_penalty=1.1, seed=None, stop=None, json_schema=None, stream=False,
                           presence_penalty=0.0, frequency_penalty=0.0, truncate=False):
         sampling = self._sampling(temperature, top_k, top_p, min_p, repeat_penalty, seed, presence_penalty,
                                   frequency_penalty)
         tokens = self._prepare_prompt(prompt, max_tokens, truncate)
-        cid = "cmpl-" + uuid.uuid4().hex[:24]
-        created = int(time.time())
         gen = self._run(tokens, max_tokens, sampling, stop, json_schema)
-
-        def chunk(text, finish, usage=None, timings=None):
-            d = {"id": cid, "object": "text_completion", "created": created, "model": self.name,
-                 "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
-            if usage is not None:
-                d["usage"] = usage
-                d["timings"] = timings
-            return d
-
-        if stream:
-            def streamer():
-                try:
-                    for piece, finish, usage, timings in gen:
-                        if finish is not None:
-                            yield chunk("", finish, usage, timings)
-                        elif piece:
-                            yield chunk(piece, None)
-                finally:
-                    gen.close()
-            return streamer()
-        text, finish, usage, timings = self._collect(gen)
-        return {**chunk(text, finish), "usage": usage, "timings": timings}
+        return assemble(gen, CompletionShape(self.name), stream, _no_final_state)
 
     def create_chat_completion(self, messages, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95,
                                min_p=0.05, repeat_penalty=1.1, seed=None, stop=None, json_schema=None,
@@ -526,33 +505,8 @@ class Model:
                                   frequency_penalty)
         tokens = self._fit(encode_chat(self.tokenizer, messages, add_generation_prompt=True,
                                        known_replies=self._known_replies), max_tokens, truncate)
-        cid = "chatcmpl-" + uuid.uuid4().hex[:24]
-        created = int(time.time())
         gen = self._run(tokens, max_tokens, sampling, stop, json_schema)
-
-        if stream:
-            def streamer():
-                try:
-                    yield {"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.name,
-                           "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
-                    for piece, finish, usage, timings in gen:
-                        if finish is not None:
-                            yield {"id": cid, "object": "chat.completion.chunk", "created": created,
-                                   "model": self.name,
-                                   "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
-                                   "usage": usage, "timings": timings}
-                        elif piece:
-                            yield {"id": cid, "object": "chat.completion.chunk", "created": created,
-                                   "model": self.name,
-                                   "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
-                finally:
-                    gen.close()
-            return streamer()
-        text, finish, usage, timings = self._collect(gen)
-        return {"id": cid, "object": "chat.completion", "created": created, "model": self.name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "logprobs": None, "finish_reason": finish}],
-                "usage": usage, "timings": timings}
+        return assemble(gen, ChatShape(self.name), stream, _no_final_state)
 
     def __call__(self, prompt, **kw):
         return self.create_completion(prompt, **kw)

@@ -15,6 +15,7 @@ import time
 
 from edge_runtime.serve.protocol import (E_BAD_REQUEST, E_BUSY, E_CONTEXT, E_DUPLICATE, E_INTERNAL, E_SHUTDOWN,
                                          GenerationRequest, Limits, RequestError, cancelled_reply, error_reply)
+from edge_runtime.text.json_schema import BudgetError
 
 log = logging.getLogger("edge_runtime.serve.service")
 
@@ -179,6 +180,9 @@ class GenerationService:
                 self._running[ident] = job
             try:
                 final = self._generate(job)
+            except BudgetError as exc:  # the request's own limit, found before any token: no traceback
+                log.warning("request %r refused: %s", job.req.id, exc)
+                final = error_reply(job.req.id, E_BAD_REQUEST, str(exc))
             except Exception as exc:
                 log.exception("generation failed for request %r", job.req.id)
                 code = E_CONTEXT if type(exc).__name__ == "ContextOverflowError" else (

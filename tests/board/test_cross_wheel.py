@@ -91,6 +91,27 @@ if __name__ == "__main__":
 """
 CACHE_PROMPTS = [[1 + (7 * i) % 500 for i in range(40)], [3 + (11 * i) % 500 for i in range(44)],
                  [1 + (7 * i) % 500 for i in range(36)] + [9, 9, 9]]
+# Run by the target interpreter: the logits of two files (every prompt position, then decode
+# steps) on each kernel variant named, as hex digests.
+LOGITS_SCRIPT = """\
+import hashlib, json, sys
+from edge_runtime.model.model import Model
+
+def digest(path, tokens, kernel):
+    h = hashlib.sha256()
+    with Model(path, n_threads=2, n_ctx=64, kernel=kernel) as model:
+        h.update(model.eval_logits(tokens).tobytes())
+        for i, t in enumerate(tokens[:3]):
+            h.update(model._engine.eval([t], len(tokens) + i).tobytes())
+        return model.kernel, h.hexdigest()
+
+if __name__ == "__main__":
+    tokens = json.loads(sys.argv[3])
+    out = {}
+    for kernel in sys.argv[4].split(","):
+        out[kernel] = [digest(path, tokens, kernel) for path in sys.argv[1:3]]
+    print(json.dumps(out))
+"""
 
 
 @dataclass(frozen=True)
@@ -269,3 +290,26 @@ def test_prompt_cache_and_batched_decode_identical_on_each_core(target, tmp_path
         assert answer["kernel"] == expected_kernel
         for key in ("single", "cached", "restart", "batched"):
             assert answer[key] == here[key], (cpu, key)
+def test_tq1_logits_bit_identical_to_i2s_on_each_core(target, tmp_path):
+    """The 1.6-bit body on every ARM kernel variant: the same logits bits as the 2-bit file."""
+    from edge_runtime.formats import convert
+    from edge_runtime.formats.random_model import write_random_model
+
+    import argparse
+    i2s = write_random_model(tmp_path / "i2s.gguf", "tiny", seed=5)
+    tq1 = tmp_path / "tq1.gguf"
+    parser = argparse.ArgumentParser()
+    convert.add_arguments(parser)
+    assert convert.main(parser.parse_args([str(i2s), "-o", str(tq1), "--to", "tq1"])) == 0
+    script = tmp_path / "logits.py"
+    script.write_text(LOGITS_SCRIPT)
+    variants = {"cortex-a53": "auto,scalar", "cortex-a72": "auto", "cortex-a76": "auto,neon",
+                "cortex-a7": "auto", "cortex-a15": "auto"}
+    for cpu, expected_kernel in target["target"].cores:
+        result = _run_target(target["target"], target["root"], cpu, [
+            str(script), str(i2s), str(tq1), json.dumps(PROMPT_TOKENS + [9, 300, 4]), variants[cpu]],
+            target["site"])
+        assert result.returncode == 0, result.stderr
+        for kernel, ((k_i2s, d_i2s), (k_tq1, d_tq1)) in json.loads(result.stdout).items():
+            assert k_i2s == k_tq1 == (expected_kernel if kernel == "auto" else kernel), (cpu, kernel)
+            assert d_i2s == d_tq1, (cpu, kernel)

@@ -29,6 +29,7 @@ KERNEL_SOURCES = [ENGINE_CSRC / "er_dispatch.c", ENGINE_CSRC / "er_fp16.c"] + [K
     "i2s_ref.c", "head_ref.c",
     "i2s_avx2.c", "head_avx2.c", "i2s_avx512vnni.c", "i2s_amx.c", "head_avx512vnni.c",
     "i2s_neon.c", "head_neon.c", "i2s_neon_dot.c", "head_neon_dot.c",
+    "tq1_ref.c", "tq1_avx2.c", "tq1_avx512vnni.c", "tq1_neon.c", "tq1_neon_dot.c",
 )]
 CROSS_CC = "aarch64-linux-gnu-gcc"
 QEMU = "qemu-aarch64"
@@ -234,6 +235,22 @@ def test_reference_i2s_layout_matches_header():
     codes = np.array([[0, 1, 2, 3] * 32])
     q = np.arange(128, dtype=np.int8) - 64
     assert kc.ternary_matmul(codes, q)[0] == sum((c - 1) * int(v) for c, v in zip(codes[0], q))
+
+
+def test_reference_tq1_layout_matches_header():
+    # every one of the 243 five-code tuples survives pack -> unpack, and weight 160c + 32p + j
+    # lives in byte 32c + j of the row
+    digits = np.array(np.unravel_index(np.arange(243), (3,) * 5)).T  # (243, 5), most significant first
+    codes = np.repeat(digits[:, :, None], 32, axis=2).reshape(243, 160).astype(np.uint8)
+    packed = kc.pack_tq1(codes)
+    assert packed.shape == (243, 32) and len(set(packed[:, 0].tolist())) == 243
+    np.testing.assert_array_equal(kc.unpack_tq1(packed, 160), codes)
+    codes = np.ones((1, 384), np.uint8)
+    codes[0, 160 + 32 * 3 + 7] = 2  # chunk 1, strip 3, byte 7: v = 2 * 3^1 + 1 * (81 + 27 + 9 + 1)
+    packed = kc.pack_tq1(codes)
+    assert packed.shape == (1, 96) and packed[0, 32 + 7] == (256 * (2 * 3 + 118) + 242) // 243
+    assert np.all(np.delete(packed[0], 32 + 7)[:63] == (256 * 121 + 242) // 243)
+    np.testing.assert_array_equal(kc.unpack_tq1(packed, 384), codes)
 
 
 def test_reference_quantizers_round_half_to_even():

@@ -17,7 +17,9 @@ from conftest import subprocess_env, tiny_tokenizer
 
 from edge_runtime.serve.serial_framing import encode_json_line
 
-LONG_SCHEMA = {"type": "object", "properties": {"a": {"type": "string", "minLength": 3000, "maxLength": 4000}},
+# a reply of hundreds of tokens: "a" holds at least 2000 characters (about 680 tiny-tokenizer tokens,
+# so the shortest document fits max_tokens 1000)
+LONG_SCHEMA = {"type": "object", "properties": {"a": {"type": "string", "minLength": 2000, "maxLength": 4000}},
                "required": ["a"]}
 CRC_LINE = re.compile(rb'^(\{.*),"crc":"([0-9A-F]{8})"\}$')
 

@@ -15,6 +15,8 @@ import pytest
 from mqtt_harness import (LONG, Peer, Service, _subprocess_env, broker, free_port,  # noqa: F401
                           requires_mosquitto, response_topic, slow_model_path, wait_online)
 
+from edge_runtime import JsonSchema
+
 pytestmark = requires_mosquitto
 
 DUT = "dut"
@@ -168,7 +170,7 @@ def test_a_cancel_by_anyone_but_the_requester_is_ignored(dut, broker, peer):
 def test_an_id_reused_by_another_request_gets_duplicate_and_a_repeat_is_answered_once(dut, peer):
     topic = "edge/dut/response/reuse-1"
     peer.subscribe(topic)
-    first = {"id": "reuse-1", "prompt": "first", **LONG, "max_tokens": 300}
+    first = {"id": "reuse-1", "prompt": "first", **LONG}
     peer.publish("edge/dut/request", first)
     peer.wait_for(lambda m: m.topic == topic, what="the first request running")
     peer.publish("edge/dut/request", first)                                          # a retry: ignored
@@ -177,9 +179,11 @@ def test_an_id_reused_by_another_request_gets_duplicate_and_a_repeat_is_answered
     reply = json.loads(dup.payload)
     assert reply["finish_reason"] == "error" and "fresh id" in reply["error"]["message"]
     dut.wait_for_log(r"'reuse-1'.*a repeat of a request already received, ignored")
-    done = peer.wait_for(lambda m: m.topic == topic and b'"done":true' in m.payload and b'"length"' in m.payload,
+    done = peer.wait_for(lambda m: m.topic == topic and b'"done":true' in m.payload and b'"stop"' in m.payload,
                          what="the first request's own final")
-    assert json.loads(done.payload)["usage"]["completion_tokens"] == 300
+    answer = json.loads(done.payload)  # the whole document, finished within the budget
+    assert answer["usage"]["completion_tokens"] <= LONG["max_tokens"]
+    assert JsonSchema(LONG["json_schema"]).accepts(answer["text"]), answer["text"][-80:]
     time.sleep(0.5)
     assert len(finals_on(peer, topic)) == 2, "one final per request: the answer and the duplicate error"
 
@@ -207,6 +211,9 @@ HANDWRITTEN = [
     (b'{"id":"bad-seed","prompt":"x","seed":-1}', "bad-seed", "seed"),
     (b'{"id":"bad-seed2","prompt":"x","seed":18446744073709551616}', "bad-seed2", "seed"),
     (b'{"id":"bad-mt","prompt":"x","max_tokens":0}', "bad-mt", "max_tokens"),
+    # the shortest document (100 characters of string) does not fit in 5 tokens: refused before any token
+    (b'{"id":"bad-budget","prompt":"x","max_tokens":5,"json_schema":{"type":"string","minLength":100}}',
+     "bad-budget", "shortest valid document needs"),
     (b'{"id":"bad-rp","prompt":"x","repeat_penalty":0}', "bad-rp", "repeat_penalty"),
     (b'{"id":"bad-topk","prompt":"x","top_k":-3}', "bad-topk", "top_k"),
     (b'{"id":99999999999999999999999,"prompt":"x"}', None, "integer from"),

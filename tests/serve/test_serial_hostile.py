@@ -42,6 +42,8 @@ HANDWRITTEN = [
     (b'{"id":5010,"prompt":"x","seed":-1}', 5010, "seed"),
     (b'{"id":5011,"prompt":"x","max_tokens":0}', 5011, "max_tokens"),
     (b'{"id":5012,"prompt":"x","top_k":1.5}', 5012, "top_k"),
+    (b'{"id":5013,"prompt":"x","max_tokens":5,"json_schema":{"type":"string","minLength":100}}', 5013,
+     "shortest valid document needs"),
     (b'{"id":123456789012345678901234567890,"prompt":"x"}', None, "integer from"),
 ]
 

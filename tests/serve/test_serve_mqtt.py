@@ -17,6 +17,7 @@ import pytest
 from mqtt_harness import (LONG, TIMEOUT, Broker, Peer, Service, _subprocess_env, ask, broker, check_stream,  # noqa: F401
                           peer, requires_mosquitto, response_topic, slow_model_path, wait_online)
 
+from edge_runtime import JsonSchema
 from edge_runtime.serve import ha_discovery, mqtt as serve_mqtt, mqtt_cli, topics as serve_topics
 from edge_runtime.serve.protocol import Limits
 from edge_runtime.serve.service import GenerationService
@@ -231,13 +232,17 @@ def test_broker_killed_and_restarted_mid_generation_reply_still_arrives(slow_mod
         peer.wait_for(lambda m: m.topic == topic, what="the first chunk")
         broker.kill()
         # the reply is produced while the broker is away
-        svc.wait_for_log(r"'survivor' done: length.*queued for delivery after reconnect")
+        svc.wait_for_log(r"'survivor' done: stop.*queued for delivery after reconnect")
         broker.start()
         final = peer.final(topic, timeout=45)
-        assert final["finish_reason"] == "length" and final["usage"]["completion_tokens"] == 700
-        assert len(final["text"]) >= 700 // 2
+        # the schema's document is finished within the budget: complete, at least 2000 characters
+        assert final["finish_reason"] == "stop" and final["usage"]["completion_tokens"] <= 700
+        assert JsonSchema(LONG["json_schema"]).accepts(final["text"]), final["text"][-80:]
         svc.wait_for_log(r"lost the connection")
         svc.wait_for_log(r"connected to broker .*session present: True")
+        time.sleep(0.5)
+        finals = [m for m in peer.on_topic(topic) if b'"done":true' in m.payload]
+        assert len(finals) == 1, "exactly one final reply, delivered once after the reconnect"
     finally:
         if peer is not None:
             peer.close()

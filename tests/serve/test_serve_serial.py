@@ -16,6 +16,7 @@ from serial_harness import (CRC_LINE, LONG_SCHEMA, Expected, NullModem, Pty, Ser
                             check_stream, collect, json_service, run_client, slow_model_path, tiny_expected,
                             wait_ready)
 
+from edge_runtime import JsonSchema
 from edge_runtime.serve.serial_framing import TextRenderer, encode_json_line
 from edge_runtime.serve.serial_outbox import CHUNK_CHARS, Outbox
 
@@ -165,9 +166,11 @@ def test_slow_reader_gets_merged_chunks(json_service):
     pty.buf = raw[raw.rindex(b"\n") + 1:]
     msgs = [json.loads(line) for line in raw.split(b"\n") if line.startswith(b'{"id":80')]
     chunks, final = msgs[:-1], msgs[-1]
-    assert final["finish_reason"] == "length" and final["usage"]["completion_tokens"] == 1000
+    # the schema's document is finished within the budget (hundreds of tokens for 2000 characters)
+    assert final["finish_reason"] == "stop" and final["usage"]["completion_tokens"] <= 1000
+    assert JsonSchema(LONG_SCHEMA).accepts(final["text"]), final["text"][-80:]
     check_stream(chunks, final)
-    assert len(chunks) < 1000  # merged
+    assert len(chunks) < final["usage"]["completion_tokens"]  # merged
     assert max(len(c["text"]) for c in chunks) <= CHUNK_CHARS
     pty.send(b'{"ping": "after-slow"}\n')
     pong = pty.messages(lambda m: m.get("pong") == "after-slow")[-1]

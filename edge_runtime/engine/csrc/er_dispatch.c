@@ -25,24 +25,24 @@
 static const er_kernels k_scalar = {
     ER_KERNEL_SCALAR,        "scalar",        er_quantize_row_i8_ref, er_i2s_gemv_ref,
     er_i2s_gemm_ref,         er_f16_gemv_ref, er_quantize_row_q8_0_ref, er_q8_0_gemv_ref,
-    er_q4_0_gemv_ref,
+    er_q4_0_gemv_ref,        er_tq1_gemv_ref, er_tq1_gemm_ref,
 };
 
 #ifdef ER_HAVE_AVX2_BUILD
 static const er_kernels k_avx2 = {
     ER_KERNEL_AVX2,          "avx2",           er_quantize_row_i8_avx2, er_i2s_gemv_avx2,
     er_i2s_gemm_avx2,        er_f16_gemv_avx2, er_quantize_row_q8_0_avx2, er_q8_0_gemv_avx2,
-    er_q4_0_gemv_avx2,
+    er_q4_0_gemv_avx2,       er_tq1_gemv_avx2, er_tq1_gemm_avx2,
 };
 static const er_kernels k_avx512vnni = {
     ER_KERNEL_AVX512VNNI,    "avx512vnni",     er_quantize_row_i8_avx2, er_i2s_gemv_avx512vnni,
     er_i2s_gemm_avx512vnni,  er_f16_gemv_avx2, er_quantize_row_q8_0_avx2, er_q8_0_gemv_avx512vnni,
-    er_q4_0_gemv_avx2,
+    er_q4_0_gemv_avx2,       er_tq1_gemv_avx512vnni, er_tq1_gemm_avx512vnni,
 };
 static const er_kernels k_amx = {
     ER_KERNEL_AMX,           "amx",            er_quantize_row_i8_avx2, er_i2s_gemv_avx512vnni,
     er_i2s_gemm_amx,         er_f16_gemv_avx2, er_quantize_row_q8_0_avx2, er_q8_0_gemv_avx512vnni,
-    er_q4_0_gemv_avx2,
+    er_q4_0_gemv_avx2,       er_tq1_gemv_avx512vnni, er_tq1_gemm_amx,
 };
 #endif
 
@@ -50,12 +50,12 @@ static const er_kernels k_amx = {
 static const er_kernels k_neon = {
     ER_KERNEL_NEON,          "neon",           er_quantize_row_i8_neon, er_i2s_gemv_neon,
     er_i2s_gemm_neon,        er_f16_gemv_neon, er_quantize_row_q8_0_neon, er_q8_0_gemv_neon,
-    er_q4_0_gemv_neon,
+    er_q4_0_gemv_neon,       er_tq1_gemv_neon, er_tq1_gemm_neon,
 };
 static const er_kernels k_neon_dot = {
     ER_KERNEL_NEON_DOT,      "neon_dot",       er_quantize_row_i8_neon, er_i2s_gemv_neon_dot,
     er_i2s_gemm_neon_dot,    er_f16_gemv_neon, er_quantize_row_q8_0_neon, er_q8_0_gemv_neon_dot,
-    er_q4_0_gemv_neon_dot,
+    er_q4_0_gemv_neon_dot,   er_tq1_gemv_neon_dot, er_tq1_gemm_neon_dot,
 };
 #endif
 

@@ -139,12 +139,13 @@ static void bitlinear_task(void *ctx, int ith, int nth) {
         int r0, r1;
         split_rows(W->rows, ith, nth, &r0, &r1);
         if (r1 > r0) {
-            const uint8_t *wr = W->codes + (size_t)r0 * (k / 4);
+            const int tq1 = W->type == ER_GGML_TYPE_TQ1_S;
+            const uint8_t *wr = W->codes + (size_t)r0 * (tq1 ? ER_TQ1_ROW_BYTES(k) : (size_t)k / 4);
             int32_t *a = e->acc + j->acc_off[m];
             if (T == 1)
-                e->k->i2s_gemv(wr, e->act_q, a + r0, r1 - r0, k);
+                (tq1 ? e->k->tq1_gemv : e->k->i2s_gemv)(wr, e->act_q, a + r0, r1 - r0, k);
             else
-                e->k->i2s_gemm(wr, e->act_q, k, a + r0, W->rows, r1 - r0, k, T);
+                (tq1 ? e->k->tq1_gemm : e->k->i2s_gemm)(wr, e->act_q, k, a + r0, W->rows, r1 - r0, k, T);
             for (int t = 0; t < T; t++) {
                 /* y = (W_t · x_q) * scale_w / s_x */
                 const float f = W->scale / e->act_s[t];

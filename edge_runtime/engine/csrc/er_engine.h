@@ -35,9 +35,11 @@ typedef struct {
 } er_config;
 
 typedef struct {
-    const uint8_t *codes; /* (rows, cols) I2_S codes, rows * cols / 4 bytes */
+    const uint8_t *codes; /* (rows, cols) ternary codes: I2_S (rows * cols / 4 bytes) or TQ1_S
+                             (rows * ER_TQ1_ROW_BYTES(cols) bytes), as `type` says */
     float scale;          /* the per-tensor scale that multiplies the ternary product */
     int rows, cols;
+    int type;             /* ER_GGML_TYPE_I2_S or ER_GGML_TYPE_TQ1_S */
 } er_i2s_tensor;
 
 typedef struct {

@@ -15,10 +15,11 @@
 static int check_i2s(const er_i2s_tensor *t, int rows, int cols, const char *what, int l, char *err,
                      size_t err_len) {
     if (!t->codes || t->rows != rows || t->cols != cols || cols % ER_I2S_GROUP != 0 || !(t->scale > 0.0f) ||
-        !isfinite(t->scale)) {
+        !isfinite(t->scale) || (t->type != ER_GGML_TYPE_I2_S && t->type != ER_GGML_TYPE_TQ1_S)) {
         snprintf(err, err_len,
-                 "layer %d %s: expected I2_S (%d, %d) with a positive finite scale, got (%d, %d) scale %g",
-                 l, what, rows, cols, t->rows, t->cols, (double)t->scale);
+                 "layer %d %s: expected I2_S or TQ1_S (%d, %d) with a positive finite scale, got type %d "
+                 "(%d, %d) scale %g",
+                 l, what, rows, cols, t->type, t->rows, t->cols, (double)t->scale);
         return 0;
     }
     return 1;

@@ -1,4 +1,4 @@
-"""Block codecs (I2_S, TQ2_0, Q8_0, Q4_0, F16, BF16). Matrices are numpy (rows, cols); a tensor is its
+"""Block codecs (I2_S, TQ1_S, TQ2_0, Q8_0, Q4_0, F16, BF16). Matrices are numpy (rows, cols); a tensor is its
 rows flattened in order. The block layouts are the ones neon_kernels/er_kernels.h defines."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import numpy as np
 
 from edge_runtime.errors import ModelFormatError
 from edge_runtime.formats.gguf.types import (
-    GGMLType, I2S_GROUP, I2S_TRAILER, Q4_0_BLOCK, Q8_0_BLOCK, TQ2_0_BLOCK, _F32,
+    GGMLType, I2S_GROUP, I2S_TRAILER, Q4_0_BLOCK, Q8_0_BLOCK, TQ1_CHUNK, TQ1_CHUNK_BYTES, TQ1_TRAILER,
+    TQ2_0_BLOCK, _F32, tq1_row_bytes,
 )
 
 _Q8_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "i1", (Q8_0_BLOCK,))])
@@ -82,6 +83,76 @@ def unpack_i2s(buf: Any, rows: int, cols: int, *,
 def i2s_scale(buf: Any, n_elements: int, *, offset: int = 0) -> float:
     """The f32 scale stored after the n/4 code bytes of an I2_S tensor starting at `offset`."""
     return _F32.unpack_from(buf, offset + n_elements // 4)[0]
+
+
+# TQ1_S: code p of a byte (p = 0..4, weight 160c + 32p + j of byte j of chunk c) is the top
+# base-3 digit of byte * 3^p mod 256; the writer stores ceil(256 * sum_p code_p 3^(4-p) / 243).
+_TQ1_DIGITS = np.array([81, 27, 9, 3, 1], dtype=np.int32).reshape(1, 1, 5, 1)
+_TQ1_POW3 = np.array([1, 3, 9, 27, 81], dtype=np.uint16).reshape(1, 1, 5, 1)
+_TQ1_STRIPS = TQ1_CHUNK // TQ1_CHUNK_BYTES
+
+
+def pack_tq1(ternary: Any, scale: float) -> bytes:
+    """(rows, cols) ternary -> TQ1_S bytes: per row ceil(cols/160) chunks of 32 bytes, byte j of
+    chunk c holding the codes w+1 of weights 160c + 32p + j (p = 0..4) as
+    ceil(256 * sum_p code_p 3^(4-p) / 243), the strips past cols as code 1; then the f32 scale
+    zero-padded to 32 bytes. cols must be a multiple of 128."""
+    t = _check_ternary(_matrix(ternary, "pack_tq1"), "pack_tq1")
+    rows, cols = t.shape
+    if cols % I2S_GROUP:
+        raise ValueError(f"pack_tq1: cols {cols} is not a multiple of {I2S_GROUP}")
+    scale = float(np.float32(scale))
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"pack_tq1: scale must be finite and > 0, got {scale}")
+    n_chunks = -(-cols // TQ1_CHUNK)
+    codes = np.ones((rows, n_chunks * TQ1_CHUNK), np.int32)
+    codes[:, :cols] = t
+    codes[:, :cols] += 1
+    v = (codes.reshape(rows, n_chunks, _TQ1_STRIPS, TQ1_CHUNK_BYTES) * _TQ1_DIGITS).sum(axis=2)
+    packed = ((v * 256 + 242) // 243).astype(np.uint8)
+    return packed.tobytes() + _F32.pack(scale) + bytes(TQ1_TRAILER - 4)
+
+
+def unpack_tq1(buf: Any, rows: int, cols: int, *,
+               name: str = "TQ1_S tensor") -> tuple[np.ndarray, float]:
+    """TQ1_S bytes -> ((rows, cols) int8 ternary, f32 scale). Every byte decodes (the kernels
+    read any byte the same way), so no code is invalid."""
+    if cols % I2S_GROUP:
+        raise ModelFormatError(f"{name}: TQ1_S row length {cols} is not a multiple of {I2S_GROUP}")
+    row_bytes = tq1_row_bytes(cols)
+    view = _check_buffer(buf, rows * row_bytes + 4, name)
+    packed = np.frombuffer(view, np.uint8, rows * row_bytes).reshape(rows, -1, 1, TQ1_CHUNK_BYTES)
+    m = (packed.astype(np.uint16) * _TQ1_POW3) & 0xFF
+    codes = ((m * 3) >> 8).astype(np.int8).reshape(rows, -1)[:, :cols]
+    return codes - 1, _F32.unpack_from(view, rows * row_bytes)[0]
+
+
+def tq1_scale(buf: Any, rows: int, cols: int, *, offset: int = 0) -> float:
+    """The f32 scale stored after the rows of a TQ1_S tensor starting at `offset`."""
+    return _F32.unpack_from(buf, offset + rows * tq1_row_bytes(cols))[0]
+
+
+def pack_ternary(ggml_type: int, ternary: Any, scale: float) -> bytes:
+    """pack_i2s or pack_tq1 by type."""
+    if ggml_type == GGMLType.I2_S:
+        return pack_i2s(ternary, scale)
+    if ggml_type == GGMLType.TQ1_S:
+        return pack_tq1(ternary, scale)
+    raise ValueError(f"{GGMLType(ggml_type).name} is not a per-tensor ternary type (I2_S or TQ1_S)")
+
+
+def unpack_ternary(ggml_type: int, buf: Any, rows: int, cols: int, *, name: str) -> tuple[np.ndarray, float]:
+    """unpack_i2s or unpack_tq1 by type."""
+    if ggml_type == GGMLType.TQ1_S:
+        return unpack_tq1(buf, rows, cols, name=name)
+    return unpack_i2s(buf, rows, cols, name=name)
+
+
+def ternary_scale(ggml_type: int, buf: Any, rows: int, cols: int, *, offset: int = 0) -> float:
+    """The per-tensor scale of an I2_S or TQ1_S tensor."""
+    if ggml_type == GGMLType.TQ1_S:
+        return tq1_scale(buf, rows, cols, offset=offset)
+    return i2s_scale(buf, rows * cols, offset=offset)
 
 
 def ternary_to_tq2_0(ternary: Any, scale: float) -> bytes:

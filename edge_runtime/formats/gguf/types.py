@@ -115,6 +115,8 @@ class GGMLType(enum.IntEnum):
     TQ2_0 = 35
     # bitnet.cpp's id; upstream ggml once used 36 for a repacked Q4 type that it has since removed.
     I2_S = _engine.GGML_TYPE_I2_S
+    # edge-runtime's 1.6-bit ternary rows (neon_kernels/er_kernels.h), far above ggml's ids
+    TQ1_S = _engine.GGML_TYPE_TQ1_S
     MXFP4 = 39
     NVFP4 = 40
     Q1_0 = 41
@@ -139,9 +141,17 @@ _BLOCK_LAYOUT = {
 
 I2S_GROUP = _engine.I2S_GROUP  # weights per 32-byte I2_S group
 I2S_TRAILER = _engine.I2S_TRAILER_BYTES  # the f32 scale plus padding after the codes
+TQ1_CHUNK = _engine.TQ1_CHUNK  # weights per 32-byte TQ1_S chunk (five strips of 32)
+TQ1_CHUNK_BYTES = _engine.TQ1_CHUNK_BYTES
+TQ1_TRAILER = _engine.TQ1_TRAILER_BYTES  # the f32 scale plus padding after the rows
 TQ2_0_BLOCK = _BLOCK_LAYOUT[GGMLType.TQ2_0][0]
 Q8_0_BLOCK = _BLOCK_LAYOUT[GGMLType.Q8_0][0]
 Q4_0_BLOCK = _BLOCK_LAYOUT[GGMLType.Q4_0][0]
+
+
+def tq1_row_bytes(cols: int) -> int:
+    """Bytes of one TQ1_S row of `cols` weights."""
+    return -(-cols // TQ1_CHUNK) * TQ1_CHUNK_BYTES
 
 
 def type_name(ggml_type: int) -> str:
@@ -155,6 +165,7 @@ def tensor_nbytes(ggml_type: int, dims: tuple[int, ...]) -> int:
     """Bytes a tensor of `dims` (ggml order) occupies; ValueError when the shape cannot hold it.
 
     I2_S: n/4 bytes of 2-bit codes, then one f32 scale, padded to n/4 + 32 bytes.
+    TQ1_S: rows of ceil(cols/160) 32-byte chunks, then one f32 scale padded to 32 bytes.
     Block types: dims[0] must be a multiple of the block size (rows never share a block).
     """
     n = math.prod(dims)
@@ -163,6 +174,10 @@ def tensor_nbytes(ggml_type: int, dims: tuple[int, ...]) -> int:
         if n % 4:
             raise ValueError(f"I2_S needs a multiple of 4 weights, got {n}")
         return n // 4 + I2S_TRAILER
+    if ggml_type == GGMLType.TQ1_S:
+        if not dims or dims[0] % I2S_GROUP:
+            raise ValueError(f"TQ1_S needs rows of a multiple of {I2S_GROUP} weights, got {dims[:1]}")
+        return n // dims[0] * tq1_row_bytes(dims[0]) + TQ1_TRAILER
     block_weights, block_bytes = _BLOCK_LAYOUT[ggml_type]
     if dims[0] % block_weights:
         raise ValueError(
