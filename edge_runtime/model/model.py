@@ -16,8 +16,9 @@ import numpy as np
 
 from edge_runtime.engine import _engine
 from edge_runtime.engine.cpu import default_threads
-from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
+from edge_runtime.errors import EdgeRuntimeError, ModelClosedError, ModelFormatError
 from edge_runtime.formats.model_file import open_model_file
+from edge_runtime.model.load_checks import build_tokenizer, check_finite_norms
 
 # Prompt tokens per forward batch. The tile GEMMs reuse each unpacked weight block across a
 # batch; on the AMX path 128 gives 1.7x the GEMM throughput of 32 (measured on a 2B4T-shaped
@@ -28,6 +29,11 @@ KERNEL_ENV = "EDGE_RUNTIME_KERNEL"
 
 class ContextOverflowError(EdgeRuntimeError, ValueError):
     """The prompt (plus at least one generated token) does not fit the context window."""
+
+
+class NonFiniteLogitsError(EdgeRuntimeError):
+    """The forward pass produced NaN or infinite logits: the model's weights are broken (a fault of the
+    file, not of the request)."""
 
 
 def default_model_path():
@@ -62,6 +68,9 @@ class Model:
         self.config = self._mf.config
         cfg = self.config
         try:
+            # everything a file can get wrong is found here, so a model that loads can serve
+            self._tokenizer = build_tokenizer(self._mf)
+            check_finite_norms(self._mf)
             self.memory = self._check_memory(n_ctx, n_batch, memory_budget_mb)
         except BaseException:
             self._mf.close()
@@ -107,7 +116,6 @@ class Model:
         self._cache_tokens = []      # tokens whose K/V are in the cache at positions 0..len-1
         self.last_eval_tokens = 0    # how many tokens the last request had to evaluate for its prompt
         self._cancel = threading.Event()
-        self._tokenizer = None
         self._token_bytes = None
         self._known_replies = collections.OrderedDict()  # reply text -> the token ids generated for it
         self.name = cfg.name or os.path.basename(path)
@@ -158,16 +166,8 @@ class Model:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from edge_runtime.text.tokenizer import Tokenizer
-
-            meta = self._mf.tokenizer_metadata
-            if not meta or "tokenizer.ggml.tokens" not in meta:
-                raise ModelFormatError(f"{self.path}: the file carries no tokenizer (tokenizer.ggml.tokens)")
-            self._tokenizer = Tokenizer.from_gguf_metadata(
-                tokens=meta["tokenizer.ggml.tokens"], merges=meta.get("tokenizer.ggml.merges", []),
-                token_types=meta.get("tokenizer.ggml.token_type"), pre=meta.get("tokenizer.ggml.pre", "llama-bpe"),
-                bos_id=meta.get("tokenizer.ggml.bos_token_id"), eos_id=meta.get("tokenizer.ggml.eos_token_id"),
-                eot_id=meta.get("tokenizer.ggml.eot_token_id"))
+            raise ModelFormatError(f"{self.path}: the file carries no tokenizer (tokenizer.ggml.tokens): "
+                                   "it can evaluate token ids (eval_logits) but not generate text")
         return self._tokenizer
 
     def tokenize(self, text: bytes, add_bos=True, special=False):
@@ -235,7 +235,7 @@ class Model:
     # ------------------------------------------------------------------------------------------
     def _generate(self, prompt_tokens, max_tokens, sampling, stop, json_schema, timings):
         """Yields (token_id, text_piece, finish_reason_or_None). Text pieces are complete UTF-8."""
-        from edge_runtime.text.sampling import Sampler
+        from edge_runtime.text.sampling import Sampler, SamplingError
 
         tok = self.tokenizer
         end_ids = self._end_ids()
@@ -272,7 +272,13 @@ class Model:
                 finish = "cancelled"
                 break
             allowed = constraint.allowed_mask() if constraint is not None else None
-            token = sampler.sample(logits, history, allowed)
+            try:
+                token = sampler.sample(logits, history, allowed)
+            except SamplingError as exc:
+                if np.isfinite(logits).all():
+                    raise
+                raise NonFiniteLogitsError(
+                    f"{self.path}: the model produced non-finite logits ({exc}); its weights are broken") from None
             n_gen += 1
             if timings.get("ttft_ms") is None:
                 timings["ttft_ms"] = (time.perf_counter() - t0) * 1e3

@@ -109,8 +109,14 @@ def load_model(args, board=None, seed=None):
         use_mmap = use_mmap and board.use_mmap
         use_mlock = use_mlock or board.use_mlock
         budget_mb = board.memory_budget_mb
-    return Model(path, n_threads=threads, n_ctx=n_ctx or 2048, use_mmap=use_mmap, use_mlock=use_mlock,
-                 kernel=args.kernel, seed=seed, memory_budget_mb=budget_mb)
+    model = Model(path, n_threads=threads, n_ctx=n_ctx or 2048, use_mmap=use_mmap, use_mlock=use_mlock,
+                  kernel=args.kernel, seed=seed, memory_budget_mb=budget_mb)
+    try:
+        model.tokenizer  # a file without one loads (for eval_logits) but cannot serve text: refuse now
+    except BaseException:
+        model.close()
+        raise
+    return model
 
 
 def close_after(service, model, timeout=10.0):
