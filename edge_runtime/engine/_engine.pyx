@@ -5,9 +5,12 @@ from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset
 
+import threading
+
 import numpy as np
 
 from edge_runtime.engine._cdefs cimport *
+from edge_runtime.errors import ModelClosedError
 
 # the GGUF type ids and block layouts of what the kernels compute, from neon_kernels/er_kernels.h
 GGML_TYPE_F32 = ER_GGML_TYPE_F32
@@ -170,17 +173,26 @@ cdef class Engine:
     buffer: the mapped file (any read-only buffer; kept alive by the engine).
     config: dict with n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, rope_theta, norm_eps.
     tensors: dict name -> (absolute offset, ggml type, rows, cols, scale or None).
+
+    One eval() runs at a time (a lock; the C call itself runs without the GIL). close() from any
+    thread aborts a running eval, waits for it to return and only then frees the run state; every
+    later eval raises ModelClosedError. The run state is freed only with the GIL held, so abort()
+    and the properties, which also hold it, never see a freed engine.
     """
     cdef er_engine *e
     cdef object _buffer
     cdef const uint8_t[::1] _mem
     cdef er_layer_weights *_layers
+    cdef object _run_lock
+    cdef bint _closing
     cdef readonly int n_ctx, n_batch, n_vocab
     cdef readonly str kernel
 
     def __cinit__(self):
         self.e = NULL
         self._layers = NULL
+        self._run_lock = threading.Lock()
+        self._closing = False
 
     def __init__(self, buffer, dict config, dict tensors, int n_ctx, int n_batch=32, int n_threads=1,
                  kernel=None):
@@ -253,12 +265,21 @@ cdef class Engine:
             self._layers = NULL
 
     def close(self):
-        """Stop the threads and free the run state; the engine is unusable afterwards."""
+        """Abort a running eval(), wait for it, stop the threads and free the run state; the engine is
+        unusable afterwards (eval raises ModelClosedError). Safe from any thread, and more than once."""
+        self._closing = True
         if self.e != NULL:
-            er_engine_free(self.e)
-            self.e = NULL
-        self._mem = None
-        self._buffer = None
+            er_engine_abort(self.e, 1)
+        with self._run_lock:  # blocks (GIL released) until a running eval has returned
+            if self.e != NULL:
+                er_engine_free(self.e)
+                self.e = NULL
+            self._mem = None
+            self._buffer = None
+
+    @property
+    def closed(self):
+        return self.e == NULL
 
     @property
     def n_threads(self):
@@ -275,8 +296,6 @@ cdef class Engine:
 
     def eval(self, tokens, int pos, bint all_logits=False, out=None):
         """Run tokens at positions pos.. and return logits ((n, vocab) if all_logits else (vocab,))."""
-        if self.e == NULL:
-            raise RuntimeError("engine is closed")
         cdef int32_t[::1] tv = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
         cdef int n = tv.shape[0]
         if n < 1:
@@ -291,13 +310,20 @@ cdef class Engine:
             raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
         cdef float[::1] ov = out.reshape(-1)
         cdef int rc
-        with nogil:
-            rc = er_engine_eval(self.e, &tv[0], n, pos, &ov[0], 1 if all_logits else 0)
-        if rc == ER_ERR_ABORT:
-            er_engine_abort(self.e, 0)
-            raise InterruptedError(er_engine_error(self.e).decode())
-        if rc != ER_OK:
-            raise ValueError(er_engine_error(self.e).decode())
+        cdef er_engine *e
+        with self._run_lock:
+            e = self.e
+            if e == NULL:
+                raise ModelClosedError("the model is closed")
+            with nogil:
+                rc = er_engine_eval(e, &tv[0], n, pos, &ov[0], 1 if all_logits else 0)
+            if rc == ER_ERR_ABORT:
+                if self._closing:
+                    raise ModelClosedError("the model was closed during the evaluation")
+                er_engine_abort(e, 0)
+                raise InterruptedError(er_engine_error(e).decode())
+            if rc != ER_OK:
+                raise ValueError(er_engine_error(e).decode())
         return out
 
 

@@ -116,6 +116,7 @@ class Model:
         self._cache_tokens = []      # tokens whose K/V are in the cache at positions 0..len-1
         self.last_eval_tokens = 0    # how many tokens the last request had to evaluate for its prompt
         self._cancel = threading.Event()
+        self._closed = False
         self._token_bytes = None
         self._known_replies = collections.OrderedDict()  # reply text -> the token ids generated for it
         self.name = cfg.name or os.path.basename(path)
@@ -136,15 +137,33 @@ class Model:
     # resources
     # ------------------------------------------------------------------------------------------
     def close(self):
+        """Free the model. From another thread during a generation: the generation is aborted (its
+        caller gets ModelClosedError) and the engine is freed only once its running C call has
+        returned. The file is unmapped now, or by the generation on its way out."""
+        self._closed = True
+        cancel = getattr(self, "_cancel", None)
+        if cancel is not None:
+            cancel.set()
         eng = getattr(self, "_engine", None)
         if eng is not None:
-            eng.close()
-            self._engine = None
+            eng.close()  # kept as the attribute: a closed engine raises ModelClosedError, None would not
+        lock = getattr(self, "_lock", None)
+        if lock is None or lock.acquire(blocking=False):
+            try:
+                self._release_file()
+            finally:
+                if lock is not None:
+                    lock.release()
+
+    def _release_file(self):
         self._buffer = None
         mf = getattr(self, "_mf", None)
         if mf is not None:
             mf.close()
             self._mf = None
+
+    def _closed_error(self):
+        return ModelClosedError(f"{self.path}: the model was closed")
 
     def __enter__(self):
         return self
@@ -190,6 +209,8 @@ class Model:
     def eval_logits(self, tokens, all_logits=True):
         """Logits for a fresh sequence of token ids (no cache reuse): (n, vocab) or (vocab,)."""
         with self._lock:
+            if self._closed:
+                raise self._closed_error()
             self._check_fits(len(tokens), 0)
             self._cache_tokens = []
             out = self._engine.eval(tokens, 0, all_logits=all_logits)
@@ -225,10 +246,12 @@ class Model:
             self._cache_tokens = []
 
     def cancel(self):
-        """Stop the running generation (from any thread) within one token."""
+        """Stop the running generation (from any thread) within one token. The engine's abort flag
+        is atomic and its state is freed only under the GIL, so this is safe against close()."""
         self._cancel.set()
-        if self._engine is not None:
-            self._engine.abort(True)
+        eng = getattr(self, "_engine", None)
+        if eng is not None:
+            eng.abort(True)
 
     # ------------------------------------------------------------------------------------------
     # generation
@@ -259,6 +282,8 @@ class Model:
             logits = self._eval_prompt(prompt_tokens)
         except InterruptedError:
             self._cache_tokens = []
+            if self._closed:
+                raise self._closed_error() from None
             yield None, "", "cancelled"
             return
         t1 = time.perf_counter()
@@ -269,6 +294,8 @@ class Model:
         stopped_by_string = False
         while n_gen < max_tokens:
             if self._cancel.is_set():
+                if self._closed:
+                    raise self._closed_error()
                 finish = "cancelled"
                 break
             allowed = constraint.allowed_mask() if constraint is not None else None
@@ -322,6 +349,8 @@ class Model:
             try:
                 logits = self._engine.eval([token], len(self._cache_tokens))
             except InterruptedError:
+                if self._closed:
+                    raise self._closed_error() from None
                 finish = "cancelled"
                 break
             self._cache_tokens.append(token)
@@ -374,24 +403,33 @@ class Model:
         if isinstance(stop, str):
             stop = [stop]
         with self._lock:
-            self._cancel.clear()
-            self._engine.abort(False)
-            timings = {"ttft_ms": None}
-            n_completion = 0
-            generated, text = [], []
-            for token, piece, finish in self._generate(tokens, max_tokens, sampling, stop, json_schema, timings):
-                if finish is None:
-                    if token is not None:
-                        generated.append(token)
-                    text.append(piece)
-                else:
-                    self._remember_reply("".join(text), generated)
-                    n_completion = timings.get("completion_tokens", 0)
-                    usage = {"prompt_tokens": len(tokens), "completion_tokens": n_completion,
-                             "total_tokens": len(tokens) + n_completion}
-                    yield "", finish, usage, self._timings(timings, n_completion)
-                    return
-                yield piece, None, None, None
+            try:
+                yield from self._run_locked(tokens, max_tokens, sampling, stop, json_schema)
+            finally:
+                if self._closed:  # closed from another thread while this ran: unmap on the way out
+                    self._release_file()
+
+    def _run_locked(self, tokens, max_tokens, sampling, stop, json_schema):
+        if self._closed:
+            raise self._closed_error()
+        self._cancel.clear()
+        self._engine.abort(False)
+        timings = {"ttft_ms": None}
+        n_completion = 0
+        generated, text = [], []
+        for token, piece, finish in self._generate(tokens, max_tokens, sampling, stop, json_schema, timings):
+            if finish is None:
+                if token is not None:
+                    generated.append(token)
+                text.append(piece)
+            else:
+                self._remember_reply("".join(text), generated)
+                n_completion = timings.get("completion_tokens", 0)
+                usage = {"prompt_tokens": len(tokens), "completion_tokens": n_completion,
+                         "total_tokens": len(tokens) + n_completion}
+                yield "", finish, usage, self._timings(timings, n_completion)
+                return
+            yield piece, None, None, None
 
     def _remember_reply(self, text, generated):
         """Keep the token ids of a reply whose text they decode to exactly (see encode_chat)."""
