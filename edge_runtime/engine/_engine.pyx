@@ -5,6 +5,8 @@ from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset
 
+import math
+import operator
 import threading
 
 import numpy as np
@@ -194,35 +196,48 @@ cdef class Engine:
         self._run_lock = threading.Lock()
         self._closing = False
 
-    def __init__(self, buffer, dict config, dict tensors, int n_ctx, int n_batch=32, int n_threads=1,
-                 kernel=None):
+    def __init__(self, buffer, dict config, dict tensors, n_ctx, n_batch=32, n_threads=1, kernel=None):
+        # Every value is checked before use: types and ranges here, shapes, extents inside the buffer
+        # and alignment in er_engine_create. A bad table raises ValueError; nothing reads outside.
         cdef const er_kernels *kern = _select(kernel)
+        try:
+            self._mem = buffer
+        except (TypeError, ValueError, BufferError) as exc:
+            raise ValueError(f"buffer: expected a contiguous byte buffer ({exc})") from None
         self._buffer = buffer
-        self._mem = buffer
         cdef Py_ssize_t size = self._mem.shape[0]
+        if size < 1:
+            raise ValueError("buffer: the mapped file is empty")
         cdef const uint8_t *base = &self._mem[0]
         cdef er_config cfg
-        cfg.n_vocab = config["n_vocab"]
-        cfg.dim = config["dim"]
-        cfg.n_layers = config["n_layers"]
-        cfg.n_heads = config["n_heads"]
-        cfg.n_kv_heads = config["n_kv_heads"]
-        cfg.head_dim = config["head_dim"]
-        cfg.ffn_dim = config["ffn_dim"]
-        cfg.rope_theta = config["rope_theta"]
-        cfg.norm_eps = config["norm_eps"]
+        cfg.n_vocab = _c_int("n_vocab", _key(config, "n_vocab"))
+        cfg.dim = _c_int("dim", _key(config, "dim"))
+        cfg.n_layers = _c_int("n_layers", _key(config, "n_layers"))
+        cfg.n_heads = _c_int("n_heads", _key(config, "n_heads"))
+        cfg.n_kv_heads = _c_int("n_kv_heads", _key(config, "n_kv_heads"))
+        cfg.head_dim = _c_int("head_dim", _key(config, "head_dim"))
+        cfg.ffn_dim = _c_int("ffn_dim", _key(config, "ffn_dim"))
+        cfg.rope_theta = _c_float("rope_theta", _key(config, "rope_theta"))
+        cfg.norm_eps = _c_float("norm_eps", _key(config, "norm_eps"))
+        cdef int c_ctx = _c_int("n_ctx", n_ctx), c_batch = _c_int("n_batch", n_batch)
+        cdef int c_threads = _c_int("n_threads", n_threads)
+        if not 1 <= cfg.n_layers <= ER_MAX_EXTENT:
+            raise ValueError(f"n_layers = {cfg.n_layers}: expected 1..{ER_MAX_EXTENT}")
 
         cdef er_weights w
+        memset(&w, 0, sizeof(w))
+        w.region = base
+        w.region_size = <size_t>size
         cdef int n_layers = cfg.n_layers
-        self._layers = <er_layer_weights *>calloc(max(n_layers, 1), sizeof(er_layer_weights))
+        self._layers = <er_layer_weights *>calloc(n_layers, sizeof(er_layer_weights))
         if self._layers == NULL:
             raise MemoryError()
         head_types = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0}
         w.tok_embd = base + _off(tensors, size, "token_embd.weight", head_types)
-        w.tok_embd_type = tensors["token_embd.weight"][1]
+        w.tok_embd_type = _entry(tensors, "token_embd.weight")[1]
         head_name = "output.weight" if "output.weight" in tensors else "token_embd.weight"
         w.output = base + _off(tensors, size, head_name, head_types)
-        w.output_type = tensors[head_name][1]
+        w.output_type = _entry(tensors, head_name)[1]
         w.output_norm = <const float *>(base + _off(tensors, size, "output_norm.weight", {GGML_TYPE_F32}))
         cdef er_layer_weights *L
         cdef int l
@@ -246,13 +261,13 @@ cdef class Engine:
         memset(err, 0, sizeof(err))
         cdef int rc
         with nogil:
-            rc = er_engine_create(&self.e, &cfg, &w, kern, n_ctx, n_batch, n_threads, err, sizeof(err))
+            rc = er_engine_create(&self.e, &cfg, &w, kern, c_ctx, c_batch, c_threads, err, sizeof(err))
         if rc == ER_ERR_NOMEM:
             raise MemoryError(err.decode())
         if rc != ER_OK:
             raise ValueError(err.decode())
-        self.n_ctx = n_ctx
-        self.n_batch = n_batch
+        self.n_ctx = c_ctx
+        self.n_batch = c_batch
         self.n_vocab = cfg.n_vocab
         self.kernel = er_engine_kernel_name(self.e).decode()
 
@@ -327,11 +342,52 @@ cdef class Engine:
         return out
 
 
-cdef Py_ssize_t _off(dict tensors, Py_ssize_t size, name, expected_types) except -1:
-    """Absolute offset of a tensor, checked against its expected types and the mapped size."""
+def _key(dict config, str key):
+    try:
+        return config[key]
+    except KeyError:
+        raise ValueError(f"engine config: missing {key!r}") from None
+
+
+cdef int _c_int(str what, value) except? -1:
+    """An integer that fits a C int, or ValueError naming it."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ValueError(f"{what} = {value!r}: expected an integer")
+    v = operator.index(value)
+    if not -2**31 <= v < 2**31:
+        raise ValueError(f"{what} = {v}: out of range")
+    return v
+
+
+cdef float _c_float(str what, value) except? -1:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{what} = {value!r}: expected a number")
+    v = float(value)
+    if not math.isfinite(v) or abs(v) > 3.0e38:
+        raise ValueError(f"{what} = {v}: expected a finite float32")
+    return v
+
+
+def _entry(dict tensors, name):
+    """(offset, type, rows, cols, scale) of a tensor, the integers checked to fit C."""
     if name not in tensors:
         raise ValueError(f"tensor {name!r} missing")
-    off, typ, rows, cols, scale = tensors[name]
+    entry = tensors[name]
+    if not isinstance(entry, tuple) or len(entry) != 5:
+        raise ValueError(f"tensor {name!r}: expected (offset, type, rows, cols, scale), got {entry!r}")
+    off, typ, rows, cols, scale = entry
+    for what, v in (("offset", off), ("type", typ), ("rows", rows), ("cols", cols)):
+        if isinstance(v, bool) or not hasattr(v, "__index__"):
+            raise ValueError(f"tensor {name!r}: {what} = {v!r}, expected an integer")
+        if what != "offset" and not -2**31 <= operator.index(v) < 2**31:
+            raise ValueError(f"tensor {name!r}: {what} = {v} is out of range")
+    return operator.index(off), operator.index(typ), operator.index(rows), operator.index(cols), scale
+
+
+cdef Py_ssize_t _off(dict tensors, Py_ssize_t size, name, expected_types) except -1:
+    """Offset of a tensor inside the buffer, checked against its expected types (er_engine_create
+    checks that the bytes its shape implies lie inside the buffer)."""
+    off, typ, rows, cols, scale = _entry(tensors, name)
     if typ not in expected_types:
         raise ValueError(f"tensor {name!r} has type {typ}, expected one of {sorted(expected_types)}")
     if off < 0 or off >= size:
@@ -341,11 +397,11 @@ cdef Py_ssize_t _off(dict tensors, Py_ssize_t size, name, expected_types) except
 
 cdef int _set_i2s(er_i2s_tensor *t, const uint8_t *base, Py_ssize_t size, dict tensors, name) except -1:
     cdef Py_ssize_t off = _off(tensors, size, name, {GGML_TYPE_I2_S})
-    _, _, rows, cols, scale = tensors[name]
-    t.codes = base + <Py_ssize_t>off
+    _, _, rows, cols, scale = _entry(tensors, name)
+    t.codes = base + off
     t.rows = rows
     t.cols = cols
-    t.scale = scale
+    t.scale = _c_float(f"tensor {name!r} scale", scale)
     return 0
 
 
