@@ -422,3 +422,22 @@ def mlock_buffer(buffer):
         err = errno
         raise OSError(err, f"mlock of {mv.shape[0]} bytes failed: {os.strerror(err)} "
                            "(raise the memlock limit, e.g. LimitMEMLOCK=infinity in the service unit)")
+
+
+cdef extern from *:
+    """
+    #if defined(__GLIBC__)
+    #include <malloc.h>
+    static int er_trim_heap(void) { return malloc_trim(0); }
+    #else
+    static int er_trim_heap(void) { return 0; }
+    #endif
+    """
+    int er_trim_heap() nogil
+
+
+def release_free_heap():
+    """Give the C heap's free pages back to the system (glibc malloc_trim). Building a 128k-token
+    tokenizer frees some 7 MiB of temporaries that would otherwise stay resident for the life of
+    the process. Returns whether anything was released."""
+    return bool(er_trim_heap())

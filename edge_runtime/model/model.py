@@ -71,6 +71,7 @@ class Model:
             # everything a file can get wrong is found here, so a model that loads can serve
             self._tokenizer = build_tokenizer(self._mf)
             check_finite_norms(self._mf)
+            _engine.release_free_heap()  # the tokenizer build's temporaries: keeps the process in budget
             self.memory = self._check_memory(n_ctx, n_batch, memory_budget_mb)
         except BaseException:
             self._mf.close()
