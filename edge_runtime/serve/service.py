@@ -211,7 +211,7 @@ class GenerationService:
         return {"model": self.model.name, "kernel": self.model.kernel, "busy": self.busy,
                 "queue_depth": self.queue_depth, "served": self.served,
                 "decode_tok_s": self.last_decode_tok_s, "prompt_tok_s": self.last_prompt_tok_s,
-                "rss_bytes": rss_bytes(), "uptime_s": round(time.monotonic() - self.started, 1),
+                "rss_bytes": rss_bytes(), "state_bytes": self.model.state_bytes, "uptime_s": round(time.monotonic() - self.started, 1),
                 "cpu_temp_c": cpu_temperature()}
 
 

@@ -14,8 +14,7 @@ from edge_runtime.text.json_schema import JsonSchemaConstraint, check_schema, va
 from edge_runtime.text.sampling import Sampler, SamplingParams
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
-TOKENIZER_PATHS = [TESTS_DIR / "data" / "llama3-tokenizer.json.xz",
-                   Path("/work/shared/fixtures/llama3-tokenizer.json.xz")]
+LLAMA3_TOKENIZER = TESTS_DIR / "data" / "llama3-tokenizer.json.xz"  # in the repository: never skipped
 EOS_IDS = {128001, 128009}
 
 
@@ -36,10 +35,7 @@ def gpt2_unicode_to_byte() -> dict:
 @pytest.fixture(scope="module")
 def llama3():
     tokenizers = pytest.importorskip("tokenizers")
-    path = next((p for p in TOKENIZER_PATHS if p.exists()), None)
-    if path is None:
-        pytest.skip("Llama-3 tokenizer fixture not found")
-    tokenizer = tokenizers.Tokenizer.from_str(lzma.open(path).read().decode("utf-8"))
+    tokenizer = tokenizers.Tokenizer.from_str(lzma.open(LLAMA3_TOKENIZER).read().decode("utf-8"))
     n_vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     to_byte = gpt2_unicode_to_byte()
     token_bytes = [b""] * n_vocab
