@@ -66,6 +66,7 @@ class Model:
         self.verbose = verbose
         self._mf = open_model_file(path)
         self.config = self._mf.config
+        self.file_size = self._mf.file_size
         cfg = self.config
         try:
             # everything a file can get wrong is found here, so a model that loads can serve
@@ -545,4 +546,4 @@ class Model:
         return {"path": self.path, "name": self.name, "kernel": self.kernel, "n_threads": self.n_threads,
                 "n_ctx": self.n_ctx, "n_vocab": c.n_vocab, "dim": c.dim, "n_layers": c.n_layers,
                 "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads, "ffn_dim": c.ffn_dim, "head_type": c.head_type,
-                "state_bytes": self.state_bytes, "file_size": self._mf.file_size}
+                "state_bytes": self.state_bytes, "file_size": self.file_size}
