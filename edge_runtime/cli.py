@@ -1,4 +1,5 @@
-"""`edge-runtime` command line: run, chat, info, convert, bench, serve {mqtt,serial}, ask-serial, deploy, assist.
+"""`edge-runtime` command line: run, chat, info, convert, bench, serve {mqtt,serial,wyoming}, ask-serial, deploy,
+assist.
 
 Exit codes: 0 success, 2 usage error (argparse), 1 runtime error. Errors are one line on stderr;
 --debug shows the traceback.
@@ -21,6 +22,7 @@ EXTERNAL_COMMANDS = [
 SERVE_COMMANDS = [
     ("mqtt", "edge_runtime.serve.mqtt_cli", "answer prompts published on an MQTT broker"),
     ("serial", "edge_runtime.serve.serial_cli", "answer prompts arriving on a serial port"),
+    ("wyoming", "edge_runtime.assist.wyoming_cli", "be Home Assistant's conversation agent over the Wyoming protocol"),
 ]
 
 
@@ -51,10 +53,10 @@ def _add_sampling_args(p):
 
 
 def _load_model(args):
-    from edge_runtime.model.model import Model
+    from edge_runtime.board.loading import load_model
 
-    return Model(args.model, n_threads=args.threads, n_ctx=args.ctx, use_mlock=args.mlock,
-                 use_mmap=not args.no_mmap, kernel=args.kernel, seed=getattr(args, "seed", None))
+    return load_model(args.model, n_threads=args.threads, n_ctx=args.ctx, use_mlock=args.mlock,
+                      use_mmap=not args.no_mmap, kernel=args.kernel, seed=getattr(args, "seed", None))
 
 
 def _sampling_kwargs(args):
@@ -143,9 +145,11 @@ def cmd_info(args):
         path = default_model_path()
         if not path:
             raise CliError("no model given and this build ships no default model")
+    from edge_runtime.board.memory import kv_cache_bytes
+
     mf = open_model_file(path)
     c = mf.config
-    kv_bytes = c.n_layers * 2 * args.ctx * c.n_kv_heads * c.head_dim * 2
+    kv_bytes = kv_cache_bytes(args.ctx, c.n_layers, c.n_kv_heads, c.head_dim)
     types = {}
     for info in mf.reader.tensors.values():
         types[info.ggml_type] = types.get(info.ggml_type, 0) + 1
@@ -240,7 +244,57 @@ def build_parser():
         sp = _add_external(ssub, name, module, help_text, "add_arguments", "main")
         if name == "mqtt" and sp is not None:
             _add_assist_option(sp)
+        if name == "serial" and sp is not None:
+            _add_serial_assist_option(sp)
     return p
+
+
+def _add_serial_assist_option(sp):
+    """`serve serial --assist`: {"id", "assist": TEXT} lines act on a home (cli is the only layer that
+    knows both serve and assist)."""
+    g = sp.add_argument_group("assistant")
+    g.add_argument("--assist", action="store_true",
+                   help="also answer {\"id\", \"assist\": TEXT} lines (and {\"id\", \"confirm\": true}) "
+                        "with the assistant; needs --home or --broker")
+    where = g.add_mutually_exclusive_group()
+    where.add_argument("--home", metavar="FILE", help="the home's discovery configs as a JSON file "
+                                                        "(interpret only: nothing is published)")
+    where.add_argument("--broker", metavar="HOST:PORT", help="the MQTT broker the home's devices announce "
+                                                                "themselves on (actions are published there)")
+    g.add_argument("--discovery-prefix", default="homeassistant",
+                   help="Home Assistant discovery prefix (default homeassistant)")
+    run = sp.get_default("func")
+
+    def serve_with_assist(args, run=run):
+        if not args.assist:
+            if args.home or args.broker:
+                raise CliError("--home and --broker are options of --assist")
+            return run(args)
+        if not (args.home or args.broker):
+            raise CliError("--assist needs --home FILE or --broker HOST:PORT")
+        from edge_runtime.assist.assistant import Assistant
+        from edge_runtime.assist.desk import AssistDesk
+        from edge_runtime.assist.home import Home
+
+        home = Home.from_file(args.home) if args.home else Home.from_broker(args.broker,
+                                                                           prefix=args.discovery_prefix)
+        assistant = desk = None
+        try:
+            assistant = Assistant(home)
+            desk = AssistDesk(assistant, execute=bool(args.broker)).start()
+
+            def on_line(msg, key, reply):
+                desk.submit(msg, key, reply, text_field="assist")
+
+            return run(args, verbs={"assist": on_line, "confirm": on_line})
+        finally:
+            if desk is not None:
+                desk.stop()
+            if assistant is not None:
+                assistant.close()
+            home.close()
+
+    sp.set_defaults(func=serve_with_assist)
 
 
 def _add_assist_option(sp):

@@ -7,8 +7,17 @@ reason to pass. Only skips whose reason starts with HARDWARE ("hardware: ...") s
 feature or a kernel grant the machine does not have is not something .ci/run can install.
 """
 import os
+import sys
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+# the shared harness modules of each layer's tests (serial_harness, assist_broker, ...) import by name
+# whichever test files are collected
+for _layer in sorted(os.listdir(TESTS_DIR)):
+    if os.path.isfile(os.path.join(TESTS_DIR, _layer, "__init__.py")):
+        continue
+    if os.path.isdir(os.path.join(TESTS_DIR, _layer)) and _layer not in ("data", "__pycache__"):
+        if os.path.join(TESTS_DIR, _layer) not in sys.path:
+            sys.path.append(os.path.join(TESTS_DIR, _layer))
 
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

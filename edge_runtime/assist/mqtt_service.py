@@ -16,63 +16,31 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import re
 import socket
-import threading
-import time
 
-from edge_runtime.assist.actions import ActionError, ConfirmationRequired
+from edge_runtime.assist.desk import (CONFIRM_TIMEOUT_S, E_BAD_REQUEST, E_INTERNAL, AssistDesk, BadAssistRequest,
+                                      error_body, usable_id)
+from edge_runtime.assist.desk import parse as parse_object
 
 log = logging.getLogger("edge_runtime.assist")
 
-CONFIRM_TIMEOUT_S = 30.0
-MAX_ID_CHARS = 64
-MAX_TEXT_CHARS = 500
 MAX_PAYLOAD_BYTES = 4096
-MAX_QUEUE = 16
-
-
-class _Bad(ValueError):
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
+E_BAD_RESPONSE_TOPIC = "bad_response_topic"
 
 
 def parse(payload: bytes) -> dict:
-    """A request or a confirmation, validated; _Bad names what is wrong."""
+    """An MQTT assist payload, decoded and validated (BadAssistRequest names what is wrong)."""
+    return parse_object(_decode(payload))
+
+
+def _decode(payload: bytes):
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise _Bad("bad_request", f"request over {MAX_PAYLOAD_BYTES} bytes")
+        raise BadAssistRequest(E_BAD_REQUEST, f"request over {MAX_PAYLOAD_BYTES} bytes")
     try:
-        obj = json.loads(payload.decode("utf-8"))
+        return json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _Bad("bad_request", "request is not a JSON object") from None
-    if not isinstance(obj, dict):
-        raise _Bad("bad_request", "request is not a JSON object")
-    rid = obj.get("id")
-    if not isinstance(rid, str) or not rid or len(rid) > MAX_ID_CHARS or not rid.isprintable() \
-            or any(c in rid for c in "/+#"):
-        raise _Bad("bad_request", f"\"id\" must be a printable string of 1..{MAX_ID_CHARS} characters "
-                                  "without / + #")
-    for key, value in obj.items():
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise _Bad("bad_request", f"{key!r} is not valid UTF-8 text") from None
-    unknown = set(obj) - {"id", "text", "confirm"}
-    if unknown:
-        raise _Bad("bad_request", f"unknown field(s): {', '.join(sorted(unknown))}")
-    if "confirm" in obj:
-        if obj["confirm"] is not True or "text" in obj:
-            raise _Bad("bad_request", "a confirmation is {\"id\": ..., \"confirm\": true}")
-        return {"id": rid, "confirm": True}
-    text = obj.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise _Bad("bad_request", "\"text\" must be a non-empty string")
-    if len(text) > MAX_TEXT_CHARS:
-        raise _Bad("bad_request", f"\"text\" is over {MAX_TEXT_CHARS} characters")
-    return {"id": rid, "text": text}
+        raise BadAssistRequest(E_BAD_REQUEST, "request is not a JSON object") from None
 
 
 class AssistService:
@@ -84,22 +52,16 @@ class AssistService:
         self.prefix = prefix
         self.device_id = device_id
         self.topic = f"{prefix}/{device_id}/assist"
-        self.confirm_timeout = confirm_timeout
-        self._pending: dict = {}            # (reply topic, id) -> (result, deadline)
-        self._jobs: queue.Queue = queue.Queue(maxsize=MAX_QUEUE)
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._run, name="assist", daemon=True)
+        self.desk = AssistDesk(assistant, confirm_timeout=confirm_timeout)
 
     # -- wiring ----------------------------------------------------------------------------------
     def start(self):
         self.client.message_callback_add(self.topic, self._on_message)
         self.client.subscribe(self.topic, qos=1)
-        self._worker.start()
+        self.desk.start()
 
     def stop(self, timeout: float = 10.0):
-        self._stop.set()
-        self._jobs.put(None)
-        self._worker.join(timeout)
+        self.desk.stop(timeout)
 
     def _reply_topic(self, msg, rid):
         props = getattr(msg, "properties", None)
@@ -115,76 +77,22 @@ class AssistService:
             self.client.publish(topic, json.dumps(body, ensure_ascii=False), qos=1, retain=False)
         except (ValueError, TypeError) as exc:      # never silence: say so on the same topic
             log.error("assist reply to %s failed: %s", topic, exc)
-            self.client.publish(topic, json.dumps({"id": body.get("id"), "error": {
-                "code": "internal", "message": "the reply could not be encoded"}}), qos=1)
+            self.client.publish(topic, json.dumps(error_body(body.get("id"), E_INTERNAL,
+                                                             "the reply could not be encoded")), qos=1)
 
     def _on_message(self, client, userdata, msg):
         try:
-            req = parse(msg.payload)
-        except _Bad as exc:
-            rid = None
-            try:
-                obj = json.loads(msg.payload)
-                rid = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) \
-                    and 0 < len(obj["id"]) <= MAX_ID_CHARS and obj["id"].isprintable() \
-                    and not any(c in obj["id"] for c in "/+#") else None
-            except (ValueError, RecursionError, UnicodeDecodeError):
-                pass
-            self._send(f"{self.topic}/reply/{rid or 'error'}", {"id": rid, "error": {"code": exc.code,
-                                                                                      "message": str(exc)}})
+            obj = _decode(msg.payload)
+        except BadAssistRequest as exc:
+            self._send(f"{self.topic}/reply/error", error_body(None, exc.code, str(exc)))
             return
-        topic, refused = self._reply_topic(msg, req["id"])
+        rid = usable_id(obj)
+        topic, refused = self._reply_topic(msg, rid or "error")
         if refused:
-            self._send(topic, {"id": req["id"], "error": {"code": "bad_response_topic", "message": refused}})
+            self._send(topic, error_body(rid, E_BAD_RESPONSE_TOPIC, refused))
             return
-        try:
-            self._jobs.put_nowait((req, topic))
-        except queue.Full:
-            self._send(topic, {"id": req["id"], "error": {"code": "busy", "message": "too many requests queued"}})
-
-    # -- the worker --------------------------------------------------------------------------------
-    def _run(self):
-        while not self._stop.is_set():
-            job = self._jobs.get()
-            if job is None:
-                return
-            req, topic = job
-            try:
-                body = self._confirm(req, topic) if req.get("confirm") else self._handle(req, topic)
-            except Exception as exc:  # one reply, whatever happened
-                log.exception("assist request %s failed", req["id"])
-                body = {"id": req["id"], "error": {"code": "internal", "message": str(exc)[:200]}}
-            self._send(topic, body)
-
-    def _handle(self, req, topic):
-        now = time.monotonic()
-        self._pending = {k: v for k, v in self._pending.items() if v[1] > now}
-        result = self.assistant.interpret(req["text"])
-        if result.get("action") in (None, "query"):
-            return {"id": req["id"], "result": result, "published": [], "executed": False}
-        if result.get("confirm"):
-            self._pending[(topic, req["id"])] = (result, now + self.confirm_timeout)
-            return {"id": req["id"], "result": result, "published": [], "executed": False, "pending": True,
-                    "confirm_within_s": self.confirm_timeout}
-        return self._execute(req["id"], result, confirmed=False)
-
-    def _confirm(self, req, topic):
-        held = self._pending.pop((topic, req["id"]), None)
-        if held is None:
-            return {"id": req["id"], "error": {"code": "nothing_to_confirm",
-                                               "message": "no action waits for confirmation under this id"}}
-        result, deadline = held
-        if time.monotonic() > deadline:
-            return {"id": req["id"], "error": {"code": "confirmation_expired",
-                                               "message": f"confirmations are accepted for {self.confirm_timeout:g} s"}}
-        return self._execute(req["id"], result, confirmed=True)
-
-    def _execute(self, rid, result, confirmed):
-        try:
-            published = self.assistant.execute(result, confirmed=confirmed)
-        except (ActionError, ConfirmationRequired) as exc:
-            return {"id": rid, "result": result, "error": {"code": "action_failed", "message": str(exc)}}
-        return {"id": rid, "result": result, "published": published, "executed": True}
+        # the reply topic is the requester's key: only it may confirm what it asked for
+        self.desk.submit(obj, topic, lambda body: self._send(topic, body))
 
 
 class Running:
@@ -220,7 +128,7 @@ class Running:
         client.reconnect_delay_set(0.5, 30)
         client.connect(host, port, 30)
         self.client = client
-        self.service._worker.start()
+        self.service.desk.start()
         client.loop_start()
 
     def close(self):

@@ -1,5 +1,5 @@
-"""Board configurations: reading device_configs/*.toml, detecting the board, the memory guard,
-CPU pinning.
+"""Board configurations: reading device_configs/*.toml, detecting the board, CPU pinning (the
+memory guard is edge_runtime.board.memory).
 
 A board file is TOML (read with the standard library's `tomllib`). Its fields; the commented
 original is device_configs/raspberry-pi-5.toml:
@@ -15,13 +15,17 @@ original is device_configs/raspberry-pi-5.toml:
   use_mlock         lock the model pages in RAM                                  (default false)
   memory_budget_mb  MiB the process may use (model + KV + scratch); the unit's MemoryMax=
   thermal_limit_c   SoC temperature limit in deg C (40..120)                     (default 85)
-  serve             server the deployed service runs: "mqtt" or "serial"         (default "mqtt")
+  serve             server the deployed service runs: "mqtt", "serial" or "wyoming" (default "mqtt")
   [match]           detection rules, all optional: android (bool), device_tree_compatible,
                     device_tree_model (substrings), cpu_parts (exact set of "0x..." part ids),
                     arch (aarch64/armv7l/x86_64), hwcaps (required CPU features)
   [serial]          port ("" or an absolute device path), baud (50..4000000), text (bool)
   [mqtt]            broker ("HOST:PORT"), prefix (topic root, no wildcards), group (shared-
                     subscription group, "" = none), keepalive (seconds, 1..65535)
+  [wyoming]         uri ("tcp://HOST:PORT" or "unix:///PATH"), model_role ("chat": the deployed
+                    model answers what is not a home command, the embedded model interprets;
+                    "intent": the deployed model interprets), broker ("" or "HOST:PORT" whose
+                    Home Assistant discovery configs ground names)
 
 Every problem in a file (TOML syntax, unknown key, wrong type, value out of range, missing
 required key) raises ValueError naming the file, the key, the value and what was expected.
@@ -42,10 +46,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from edge_runtime.board.memory import MIB
+
 KERNEL_VARIANTS = ("neon", "neon_dot", "avx2", "avx512vnni", "amx", "scalar", "auto")
 KERNEL_HELP = "force a kernel variant: " + ", ".join(v for v in KERNEL_VARIANTS if v != "auto")
 KV_CACHE_BYTES_PER_ELEMENT = {"f16": 2}
-SERVE_MODES = ("mqtt", "serial")
+SERVE_MODES = ("mqtt", "serial", "wyoming")
+WYOMING_MODEL_ROLES = ("chat", "intent")
 ARCHITECTURES = ("aarch64", "armv7l", "x86_64")
 
 # "CPU part" ids of Arm-designed cores (implementer 0x41), for readable detection reasons.
@@ -69,13 +76,6 @@ _KERNEL_REQUIRED_FEATURE = {
 }
 
 _ANDROID_MARKERS = ("system/build.prop", "system/bin/linker64", "system/bin/linker")
-
-MIB = 1024 * 1024
-
-
-class MemoryBudgetError(ValueError):
-    """The model, its KV cache and scratch do not fit in the budget or in the machine's RAM."""
-
 
 class BoardDetectionError(ValueError):
     """No board config matches the machine."""
@@ -115,6 +115,13 @@ class MqttDefaults:
 
 
 @dataclass(frozen=True)
+class WyomingDefaults:
+    uri: str = "tcp://0.0.0.0:10700"
+    model_role: str = "chat"
+    broker: str = ""
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     name: str
     threads: int
@@ -131,6 +138,7 @@ class DeviceConfig:
     match: MatchRules = MatchRules()
     serial: SerialDefaults = SerialDefaults()
     mqtt: MqttDefaults = MqttDefaults()
+    wyoming: WyomingDefaults = WyomingDefaults()
     source: Path | None = None
 
     @property
@@ -261,7 +269,25 @@ _TOP_FIELDS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "serve": ("mqtt", _check_choice(SERVE_MODES)),
 }
 
-_SECTIONS = {"match": _MATCH_FIELDS, "serial": _SERIAL_FIELDS, "mqtt": _MQTT_FIELDS}
+def _check_optional_broker(value: Any) -> str:
+    if value == "":
+        return value
+    try:
+        return _check_broker(value)
+    except _Invalid:
+        raise _Invalid('"" or "HOST:PORT" with a port from 1 to 65535') from None
+
+
+_WYOMING_FIELDS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+    "uri": ("tcp://0.0.0.0:10700", _check_pattern(
+        r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}"
+        r"|[1-9]\d{0,3})|unix:///\S+",
+        '"tcp://HOST:PORT" with a port from 1 to 65535, or "unix:///PATH"')),
+    "model_role": ("chat", _check_choice(WYOMING_MODEL_ROLES)),
+    "broker": ("", _check_optional_broker),
+}
+
+_SECTIONS = {"match": _MATCH_FIELDS, "serial": _SERIAL_FIELDS, "mqtt": _MQTT_FIELDS, "wyoming": _WYOMING_FIELDS}
 
 
 def _read_table(path: Path, table: Mapping[str, Any], fields: Mapping[str, tuple[Any, Callable]],
@@ -311,6 +337,7 @@ def parse_device_config(document: Mapping[str, Any], path: Path | str) -> Device
         match=MatchRules(**sections["match"]),
         serial=SerialDefaults(**sections["serial"]),
         mqtt=MqttDefaults(**sections["mqtt"]),
+        wyoming=WyomingDefaults(**sections["wyoming"]),
         source=path,
     )
 
@@ -505,84 +532,6 @@ def select_config(spec: str | os.PathLike | None = None, root: str | os.PathLike
     configs = load_builtin_configs()
     name, reason = detect_board(root, configs)
     return configs[name], f"detected: {reason}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Memory guard
-
-@dataclass(frozen=True)
-class MemoryEstimate:
-    model_bytes: int
-    kv_cache_bytes: int
-    scratch_bytes: int
-    budget_bytes: int
-    mem_available_bytes: int | None
-
-    @property
-    def total_bytes(self) -> int:
-        return self.model_bytes + self.kv_cache_bytes + self.scratch_bytes
-
-
-def kv_cache_bytes(n_ctx: int, n_layers: int, n_kv_heads: int, head_dim: int,
-                   bytes_per_element: int = 2) -> int:
-    """K and V for every layer: 2 * n_layers * n_kv_heads * head_dim * n_ctx elements."""
-    return 2 * n_layers * n_kv_heads * head_dim * n_ctx * bytes_per_element
-
-
-def read_mem_available(meminfo_path: str | os.PathLike = "/proc/meminfo") -> int | None:
-    """MemAvailable in bytes, or None where /proc/meminfo is missing or has no such line."""
-    try:
-        text = Path(meminfo_path).read_text()
-    except OSError:
-        return None
-    match = re.search(r"^MemAvailable:\s+(\d+)\s*kB", text, re.MULTILINE)
-    return int(match.group(1)) * 1024 if match else None
-
-
-def _mib(n: int) -> str:
-    return f"{n / MIB:.1f} MiB"
-
-
-def memory_guard(model_bytes: int, n_ctx: int, n_layers: int, n_kv_heads: int, head_dim: int,
-                 scratch_bytes: int, budget_mb: int, mem_available_bytes: int | None = None, *,
-                 kv_bytes_per_element: int = 2,
-                 meminfo_path: str | os.PathLike = "/proc/meminfo") -> MemoryEstimate:
-    """Refuse (MemoryBudgetError) a load whose model + KV cache at n_ctx + scratch exceeds the
-    board's budget or the machine's MemAvailable (read from `meminfo_path` when not given).
-    Returns the estimate when it fits."""
-    for label, value in (("model_bytes", model_bytes), ("n_ctx", n_ctx), ("n_layers", n_layers),
-                         ("n_kv_heads", n_kv_heads), ("head_dim", head_dim),
-                         ("scratch_bytes", scratch_bytes), ("budget_mb", budget_mb),
-                         ("kv_bytes_per_element", kv_bytes_per_element)):
-        if type(value) is not int or value < 0:
-            raise ValueError(f"memory_guard: {label} = {value!r}: expected an integer >= 0")
-    if mem_available_bytes is None:
-        mem_available_bytes = read_mem_available(meminfo_path)
-    elif type(mem_available_bytes) is not int or mem_available_bytes < 0:
-        raise ValueError(f"memory_guard: mem_available_bytes = {mem_available_bytes!r}: "
-                         f"expected an integer >= 0 or None")
-
-    estimate = MemoryEstimate(
-        model_bytes=model_bytes,
-        kv_cache_bytes=kv_cache_bytes(n_ctx, n_layers, n_kv_heads, head_dim, kv_bytes_per_element),
-        scratch_bytes=scratch_bytes,
-        budget_bytes=budget_mb * MIB,
-        mem_available_bytes=mem_available_bytes,
-    )
-    limits = [("the memory budget", estimate.budget_bytes)]
-    if mem_available_bytes is not None:
-        limits.append(("MemAvailable", mem_available_bytes))
-    exceeded = [f"{label} {_mib(limit)}" for label, limit in limits if estimate.total_bytes > limit]
-    if exceeded:
-        available = _mib(mem_available_bytes) if mem_available_bytes is not None else "unknown"
-        raise MemoryBudgetError(
-            f"refusing to load: model {_mib(model_bytes)} + KV cache "
-            f"{_mib(estimate.kv_cache_bytes)} (n_ctx {n_ctx} x {n_layers} layers x {n_kv_heads} "
-            f"KV heads x head_dim {head_dim} x 2 x {kv_bytes_per_element} bytes) + scratch "
-            f"{_mib(scratch_bytes)} = {_mib(estimate.total_bytes)} exceeds "
-            f"{' and '.join(exceeded)} (budget {budget_mb} MiB, MemAvailable {available}); "
-            f"lower n_ctx, use a smaller model or a board with more RAM")
-    return estimate
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,14 @@ def _systemd_quote(word: str) -> str:
 def serve_command(config: DeviceConfig, *, executable: str, model_path: str,
                   config_path: str) -> list[str]:
     """The `edge-runtime serve ...` command line the service runs for this board config."""
+    if config.serve == "wyoming":
+        # the deployed model either answers non-commands (the embedded model interprets) or interprets
+        role = "--chat-model" if config.wyoming.model_role == "chat" else "--model"
+        command = [executable, "serve", "wyoming", role, model_path, "--config", config_path,
+                   "--uri", config.wyoming.uri]
+        if config.wyoming.broker:
+            command += ["--broker", config.wyoming.broker]
+        return command
     command = [executable, "serve", config.serve, "--model", model_path, "--config", config_path]
     if config.serve == "mqtt":
         command += ["--broker", config.mqtt.broker, "--prefix", config.mqtt.prefix]
@@ -50,7 +58,7 @@ def render_unit(config: DeviceConfig, *, executable: str, model_path: str, confi
         "[Unit]",
         f"Description=edge-runtime language model service ({config.name}, {config.serve})",
     ]
-    if config.serve == "mqtt":
+    if config.serve in ("mqtt", "wyoming"):
         lines += ["Wants=network-online.target", "After=network-online.target"]
     lines += [
         "",

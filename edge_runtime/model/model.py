@@ -10,7 +10,6 @@ import mmap
 import os
 import threading
 import time
-import uuid
 
 import numpy as np
 
@@ -19,12 +18,22 @@ from edge_runtime.engine.cpu import default_threads
 from edge_runtime.errors import EdgeRuntimeError, ModelClosedError, ModelFormatError
 from edge_runtime.formats.model_file import open_model_file
 from edge_runtime.model.load_checks import build_tokenizer, check_finite_norms
+from edge_runtime.model.responses import ChatShape, CompletionShape, assemble
 
 # Prompt tokens per forward batch. The tile GEMMs reuse each unpacked weight block across a
 # batch; on the AMX path 128 gives 1.7x the GEMM throughput of 32 (measured on a 2B4T-shaped
 # model). Scratch grows with it: about 17.5 MiB at 128 for 2B4T.
 DEFAULT_BATCH = 128
 KERNEL_ENV = "EDGE_RUNTIME_KERNEL"
+
+
+def _no_final_state():
+    return EdgeRuntimeError("generation ended without a final state")
+
+
+class MemoryNeed(collections.namedtuple(
+        "MemoryNeed", "model_bytes n_ctx n_layers n_kv_heads head_dim scratch_bytes")):
+    """A load's memory: the file, the KV cache's shape at n_ctx, and the engine's scratch bytes."""
 
 
 class ContextOverflowError(EdgeRuntimeError, ValueError):
@@ -48,7 +57,7 @@ def default_model_path():
 
 class Model:
     def __init__(self, path=None, n_threads=None, n_ctx=2048, use_mmap=True, use_mlock=False, seed=None,
-                 n_batch=DEFAULT_BATCH, kernel=None, verbose=False, memory_budget_mb=None):
+                 n_batch=DEFAULT_BATCH, kernel=None, verbose=False, memory_guard=None):
         if path is None:
             path = default_model_path()
             if path is None:
@@ -68,12 +77,14 @@ class Model:
         self.config = self._mf.config
         self.file_size = self._mf.file_size
         cfg = self.config
+        self.memory = None
         try:
             # everything a file can get wrong is found here, so a model that loads can serve
             self._tokenizer = build_tokenizer(self._mf)
             check_finite_norms(self._mf)
             _engine.release_free_heap()  # the tokenizer build's temporaries: keeps the process in budget
-            self.memory = self._check_memory(n_ctx, n_batch, memory_budget_mb)
+            if memory_guard is not None:
+                self.memory = memory_guard(self.memory_need(n_ctx, n_batch))
         except BaseException:
             self._mf.close()
             raise
@@ -123,17 +134,13 @@ class Model:
         self._known_replies = collections.OrderedDict()  # reply text -> the token ids generated for it
         self.name = cfg.name or os.path.basename(path)
 
-    def _check_memory(self, n_ctx, n_batch, budget_mb):
-        """Refuse a load that cannot fit (model + KV cache + scratch) rather than swap a board to death."""
-        from edge_runtime.board.device_config import memory_guard
-
+    def memory_need(self, n_ctx, n_batch=DEFAULT_BATCH):
+        """What a load at n_ctx allocates besides the file: given to the caller's memory guard
+        (edge_runtime.board.loading.guard) before the engine allocates anything."""
         c = self.config
         wide = max(c.dim, c.ffn_dim, c.n_heads * c.head_dim)
         scratch = 4 * n_batch * (8 * wide + 2 * c.ffn_dim) + 4 * c.n_vocab * 2 + (16 << 20)
-        if budget_mb is None:
-            budget_mb = 1 << 30  # no board budget: only the machine's MemAvailable limits the load
-        return memory_guard(self._mf.file_size, n_ctx, c.n_layers, c.n_kv_heads, c.head_dim, int(scratch),
-                            int(budget_mb))
+        return MemoryNeed(self._mf.file_size, n_ctx, c.n_layers, c.n_kv_heads, c.head_dim, int(scratch))
 
     # ------------------------------------------------------------------------------------------
     # resources
@@ -459,47 +466,14 @@ class Model:
             "ttft_ms": round(t["ttft_ms"], 3) if t.get("ttft_ms") is not None else round(prompt_ms, 3),
         }
 
-    @staticmethod
-    def _collect(gen):
-        """Run a _run() generator to its end: (text, finish_reason, usage, timings)."""
-        parts = []
-        for piece, finish, usage, timings in gen:
-            if finish is not None:
-                return "".join(parts), finish, usage, timings
-            parts.append(piece)
-        raise EdgeRuntimeError("generation ended without a final state")
-
     def create_completion(self, prompt, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
                           repeat_penalty=1.1, seed=None, stop=None, json_schema=None, stream=False,
                           presence_penalty=0.0, frequency_penalty=0.0, truncate=False):
         sampling = self._sampling(temperature, top_k, top_p, min_p, repeat_penalty, seed, presence_penalty,
                                   frequency_penalty)
         tokens = self._prepare_prompt(prompt, max_tokens, truncate)
-        cid = "cmpl-" + uuid.uuid4().hex[:24]
-        created = int(time.time())
         gen = self._run(tokens, max_tokens, sampling, stop, json_schema)
-
-        def chunk(text, finish, usage=None, timings=None):
-            d = {"id": cid, "object": "text_completion", "created": created, "model": self.name,
-                 "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
-            if usage is not None:
-                d["usage"] = usage
-                d["timings"] = timings
-            return d
-
-        if stream:
-            def streamer():
-                try:
-                    for piece, finish, usage, timings in gen:
-                        if finish is not None:
-                            yield chunk("", finish, usage, timings)
-                        elif piece:
-                            yield chunk(piece, None)
-                finally:
-                    gen.close()
-            return streamer()
-        text, finish, usage, timings = self._collect(gen)
-        return {**chunk(text, finish), "usage": usage, "timings": timings}
+        return assemble(gen, CompletionShape(self.name), stream, _no_final_state)
 
     def create_chat_completion(self, messages, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95,
                                min_p=0.05, repeat_penalty=1.1, seed=None, stop=None, json_schema=None,
@@ -510,33 +484,8 @@ class Model:
                                   frequency_penalty)
         tokens = self._fit(encode_chat(self.tokenizer, messages, add_generation_prompt=True,
                                        known_replies=self._known_replies), max_tokens, truncate)
-        cid = "chatcmpl-" + uuid.uuid4().hex[:24]
-        created = int(time.time())
         gen = self._run(tokens, max_tokens, sampling, stop, json_schema)
-
-        if stream:
-            def streamer():
-                try:
-                    yield {"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.name,
-                           "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
-                    for piece, finish, usage, timings in gen:
-                        if finish is not None:
-                            yield {"id": cid, "object": "chat.completion.chunk", "created": created,
-                                   "model": self.name,
-                                   "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
-                                   "usage": usage, "timings": timings}
-                        elif piece:
-                            yield {"id": cid, "object": "chat.completion.chunk", "created": created,
-                                   "model": self.name,
-                                   "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
-                finally:
-                    gen.close()
-            return streamer()
-        text, finish, usage, timings = self._collect(gen)
-        return {"id": cid, "object": "chat.completion", "created": created, "model": self.name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "logprobs": None, "finish_reason": finish}],
-                "usage": usage, "timings": timings}
+        return assemble(gen, ChatShape(self.name), stream, _no_final_state)
 
     def __call__(self, prompt, **kw):
         return self.create_completion(prompt, **kw)

@@ -91,26 +91,12 @@ def find_board(args):
 
 
 def load_model(args, board=None, seed=None):
-    """The Model a service runs: command-line values first, then the board config (threads, n_ctx,
-    CPU affinity, mmap/mlock, memory budget), then defaults."""
-    from edge_runtime.model.model import Model, default_model_path
+    """The Model a service runs, from its command-line options and board config
+    (edge_runtime.board.loading.load_model)."""
+    from edge_runtime.board.loading import load_model as load
 
-    path = args.model or default_model_path()
-    if path is None:
-        raise ValueError("give -m MODEL (this build ships no default model)")
-    threads, n_ctx = args.threads, args.ctx
-    use_mmap, use_mlock, budget_mb = not args.no_mmap, bool(args.mlock), None
-    if board is not None:
-        from edge_runtime.board.device_config import apply_affinity, effective_threads
-
-        apply_affinity(board.cpu_affinity)
-        threads = threads or effective_threads(board)
-        n_ctx = n_ctx or board.n_ctx
-        use_mmap = use_mmap and board.use_mmap
-        use_mlock = use_mlock or board.use_mlock
-        budget_mb = board.memory_budget_mb
-    model = Model(path, n_threads=threads, n_ctx=n_ctx or 2048, use_mmap=use_mmap, use_mlock=use_mlock,
-                  kernel=args.kernel, seed=seed, memory_budget_mb=budget_mb)
+    model = load(args.model, board=board, n_threads=args.threads, n_ctx=args.ctx, use_mmap=not args.no_mmap,
+                 use_mlock=bool(args.mlock), kernel=args.kernel, seed=seed)
     try:
         model.tokenizer  # a file without one loads (for eval_logits) but cannot serve text: refuse now
     except BaseException:

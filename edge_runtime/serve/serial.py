@@ -161,6 +161,11 @@ class PortSession:
                 else:
                     handler(msg[verb], crc)
                 return
+        for verb, handler in self.server.verbs.items():
+            if verb in msg:
+                outbox = self.outbox
+                handler(msg, self.reply_key, lambda body: outbox.put_control(body, crc))
+                return
         self._submit(msg, crc)
 
     def _on_ping(self, value, crc):
@@ -361,8 +366,12 @@ class SerialServer:
 
     def __init__(self, service, port, baud=DEFAULT_BAUD, *, text=False, rtscts=False, xonxoff=False,
                  max_line=DEFAULT_MAX_LINE, require_crc=False, text_options=None, limits=None,
-                 reopen_max_s=REOPEN_MAX_S):
+                 reopen_max_s=REOPEN_MAX_S, verbs=None):
         self.service = service
+        # more request kinds beside generation, e.g. {"assist": handler, "confirm": handler}: a JSON
+        # line holding one of these keys goes to handler(msg, requester_key, reply), which calls
+        # reply(body) exactly once, from any thread
+        self.verbs = dict(verbs or {})
         self.port = port
         self.baud = baud
         self.text = text

@@ -51,7 +51,8 @@ def _usage_error(message):
     return 2
 
 
-def main(args):
+def main(args, verbs=None):
+    """`verbs`: more request kinds for the SerialServer (the assistant's, given by the CLI)."""
     options.configure_logging(args.verbose)
     try:
         config = options.find_board(args)
@@ -80,7 +81,7 @@ def main(args):
             log.info("model %s loaded (%d threads, kernel %s)", model.name, model.n_threads, model.kernel)
             server = SerialServer(service, port, baud, text=text, rtscts=args.rtscts, xonxoff=args.xonxoff,
                                   max_line=args.max_line, require_crc=args.crc, text_options=text_options,
-                                  limits=limits)
+                                  limits=limits, verbs=verbs)
             rc = server.run(stop)
             log.info("stopped")
             return rc

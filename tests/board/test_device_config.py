@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.board.device_config import (
-    BoardDetectionError, DeviceConfig, MemoryBudgetError, apply_affinity, builtin_configs,
-    detect_board, effective_threads, find_config, kv_cache_bytes, load_builtin_configs,
-    load_device_config, memory_guard, read_board_facts, read_mem_available, select_config,
+    BoardDetectionError, DeviceConfig, apply_affinity, builtin_configs, detect_board, effective_threads,
+    find_config, load_builtin_configs, load_device_config, read_board_facts, select_config,
 )
+from edge_runtime.board.memory import MemoryBudgetError, kv_cache_bytes, memory_guard, read_mem_available
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_BOARDS = {"raspberry-pi-5", "raspberry-pi-4", "raspberry-pi-3", "rk3588",
@@ -41,12 +41,13 @@ def test_shipped_tomls_spell_out_every_field():
     import tomllib
     top = {"name", "description", "threads", "cpu_affinity", "kernel", "n_ctx", "kv_cache_type",
            "use_mmap", "use_mlock", "memory_budget_mb", "thermal_limit_c", "serve", "match",
-           "serial", "mqtt"}
+           "serial", "mqtt", "wyoming"}
     for path in builtin_configs().values():
         document = tomllib.loads(path.read_text())
         assert set(document) == top, path
         assert set(document["serial"]) == {"port", "baud", "text"}, path
         assert set(document["mqtt"]) == {"broker", "prefix", "group", "keepalive"}, path
+        assert set(document["wyoming"]) == {"uri", "model_role", "broker"}, path
 
 
 def test_board_specific_values():

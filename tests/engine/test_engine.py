@@ -143,11 +143,30 @@ def test_state_is_allocated_up_front_and_rss_stays_flat(tiny_path):
 
 
 def test_memory_guard_refuses_with_numbers(tiny_path):
-    from edge_runtime.board.device_config import MemoryBudgetError
+    from edge_runtime.board.loading import guard, load_model
+    from edge_runtime.board.memory import MemoryBudgetError
 
     with pytest.raises(MemoryBudgetError, match=r"KV cache .* exceeds the memory budget 1\.0 MiB"):
-        Model(tiny_path, n_ctx=4096, memory_budget_mb=1)
+        load_model(tiny_path, n_ctx=4096, memory_budget_mb=1)
     with pytest.raises(MemoryBudgetError, match="MemAvailable"):
-        Model(tiny_path, n_ctx=1 << 30)  # a KV cache of terabytes: refused before any allocation
-    with Model(tiny_path, n_ctx=64, memory_budget_mb=64) as m:
+        load_model(tiny_path, n_ctx=1 << 30)  # a KV cache of terabytes: refused before any allocation
+    with load_model(tiny_path, n_ctx=64, memory_budget_mb=64) as m:
         assert m.memory.total_bytes <= 64 * 2**20
+        assert m.memory.kv_cache_bytes == 2 * m.config.n_layers * m.config.n_kv_heads * m.config.head_dim * 64 * 2
+    # the guard is the caller's: a Model given one runs it, a Model given none allocates or fails cleanly
+    with pytest.raises(MemoryBudgetError):
+        Model(tiny_path, n_ctx=4096, memory_guard=guard(1))
+    with pytest.raises(MemoryError, match="out of memory allocating the run state"):
+        Model(tiny_path, n_ctx=1 << 30)
+
+
+def test_model_imports_no_board_code():
+    import subprocess
+    import sys
+
+    code = ("import sys, edge_runtime.model.model as m; "
+            "print(sorted(k for k in sys.modules if k.startswith('edge_runtime.board')))")
+    from conftest import subprocess_env
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=subprocess_env())
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,244 @@
+"""The slot contract from a request's own words, for when no model answers in it.
+
+The intent, value and mode come from ``rules.slots_from_words`` (bounded by the permitted intents, so
+the words still decide the polarity). The name and area spans come from ``device_phrase``, which
+takes away what is not the device: politeness and fillers at the ends, the verbs, the value with its
+unit, attribute words ("brightness", "speed"), question openings and state words; what follows an
+area preposition ("in", "at", "throughout", "on the", and a question's words after its state word)
+is the area.
+
+    device_phrase("please turn off the lamp in the study", "turn_off")   # ("lamp", "study")
+    device_phrase("set the brightness of the lounge to 40%", "brightness")  # (None, "lounge")
+"""
+
+from __future__ import annotations
+
+import re
+
+from edge_runtime.assist import lexicon, rules
+
+_LEAD = ("please", "hey", "okay", "ok", "hi", "so", "now", "and", "also", "just", "kindly", "go ahead and",
+         "can you", "could you", "would you", "will you", "would you mind", "can i ask you to",
+         "i want you to", "i would like you to", "i'd like you to", "i need you to", "i want", "i'd like",
+         "i would like", "i need", "i'd like to", "let's", "lets", "quickly", "assistant", "then")
+_TRAIL = ("please", "now", "for me", "thanks", "thank you", "right now", "again", "immediately", "asap",
+          "right away", "at once", "quickly", "ok", "okay")
+# "everywhere": the whole home, which is what no area means
+_WHOLE_HOME = ("all over", "everywhere", "every area", "every room", "each room", "each area", "whole house",
+               "whole home", "whole apartment", "whole flat", "entire house", "entire home", "entire apartment",
+               "entire flat", "each and every floor", "every floor", "all floors", "the house", "the home",
+               "in the house", "in the home", "throughout the house", "throughout the home", "all around",
+               "across the house", "around the house")
+_QUANTIFIERS = ("each and every", "every single", "all of", "any of", "some of", "each of", "one of", "none of",
+                "all", "any", "some", "every", "each", "both", "single", "there", "is", "are")
+_EVERY = ("all", "every", "each", "both", "any")
+_QUESTION_LEAD = ("is there", "are there", "is", "are", "was", "were", "what is", "what's", "whats", "what",
+                  "how is", "how's", "hows", "how", "tell me", "check", "do you know", "can you tell me",
+                  "could you tell me", "which", "how many", "does", "do", "has", "have", "the state of",
+                  "the status of", "state of", "status of", "the value of", "value of", "current", "the current",
+                  "reading of", "the reading of", "if", "whether")
+_QUESTION_FILLER = frozenset({"still", "currently", "right", "now", "yet", "moment", "is", "are", "left", "set",
+                              "here", "it", "hot", "cold", "warm", "cool", "securely", "at", "the", "there"})
+STATE_WORDS = frozenset({"on", "off", "open", "closed", "shut", "opening", "closing", "locked", "unlocked"})
+_VERBS = ("turn on", "turn off", "switch on", "switch off", "power on", "power off", "power up", "power down",
+          "shut off", "shut down", "roll up", "roll down", "pull up", "pull down", "draw back", "light up",
+          "fire up", "cut the power to", "cut the power", "turn", "switch", "set", "dim", "brighten", "open",
+          "close", "shut", "lock", "unlock", "stop", "halt", "raise", "lower", "lift", "make", "put", "change",
+          "adjust", "start", "activate", "deactivate", "enable", "disable", "kill", "increase", "decrease",
+          "bring", "get", "secure", "unsecure", "bolt", "unbolt", "latch", "unlatch", "relock", "extinguish",
+          "douse", "illuminate", "keep", "leave", "flip", "reduce", "drop", "boost", "crank", "move",
+          "needs", "need", "locking", "unlocking", "opening", "closing", "on", "off", "out")
+# single-word verbs that are also nouns ("the orchid switch", "the door lock"): a verb only where a
+# verb stands — first, after another verb, or before on/off/up/down or a determiner
+_NOUN_VERBS = frozenset({"switch", "lock", "latch", "bolt", "set", "shut", "light", "power", "stop", "drop",
+                         "lift", "start", "make", "keep", "move", "on", "off", "out", "open", "close"})
+_VALUE_UNITS = frozenset({"percent", "percentage", "degrees", "degree", "celsius", "fahrenheit"})
+_VALUE_LEADS = frozenset({"to", "at", "by", "for", "of", "on"})
+_ATTRIBUTES = frozenset({"brightness", "speed", "position", "level", "temperature", "temp", "setpoint",
+                         "target", "percentage", "dimmer", "intensity"})
+_AREA_PREPS = frozenset({"in", "inside", "at", "across", "around", "throughout", "on", "of", "within"})
+_DETERMINERS = frozenset({"the", "a", "an", "my", "our", "your", "this", "that", "these", "those"})
+_NOT_AREA = frozenset({"here", "there", "house", "home", "everywhere", "over"})
+_FOLLOW_VERB = frozenset({"on", "off", "up", "down", "out"}) | _DETERMINERS
+_ON_OFF_VERBS = frozenset({"turn", "switch", "change", "bring", "put", "flip", "click", "set", "get"})
+
+
+def _strip(ws: list[str], phrases, at_start: bool) -> list[str]:
+    ordered = sorted(phrases, key=lambda p: -len(p.split()))
+    changed = True
+    while changed and ws:
+        changed = False
+        for p in ordered:
+            pw = p.split()
+            n = len(pw)
+            if at_start and ws[:n] == pw:
+                ws, changed = ws[n:], True
+                break
+            if not at_start and len(ws) >= n and ws[-n:] == pw:
+                ws, changed = ws[:-n], True
+                break
+    return ws
+
+
+def _remove(ws: list[str], phrases) -> list[str]:
+    """``ws`` without any occurrence of the phrases (longest first)."""
+    ordered = [p.split() for p in sorted(phrases, key=lambda p: -len(p.split()))]
+    out: list[str] = []
+    i = 0
+    while i < len(ws):
+        for pw in ordered:
+            if ws[i:i + len(pw)] == pw:
+                i += len(pw)
+                break
+        else:
+            out.append(ws[i])
+            i += 1
+    return out
+
+
+def _drop_values(ws: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(ws):
+        w = ws[i]
+        if re.fullmatch(r"\d+(\.\d+)?", w):
+            while out and out[-1] in _VALUE_LEADS:
+                out.pop()
+            i += 1
+            while i < len(ws) and ws[i] in _VALUE_UNITS | {"open", "closed", "up", "down"}:
+                i += 1
+            continue
+        if w not in _VALUE_UNITS:
+            out.append(w)
+        i += 1
+    return out
+
+
+def _drop_verbs(ws: list[str]) -> list[str]:
+    ordered = sorted(_VERBS, key=lambda p: -len(p.split()))
+    out: list[str] = []
+    dropped_last = False
+    i = 0
+    while i < len(ws):
+        for p in ordered:
+            pw = p.split()
+            n = len(pw)
+            if ws[i:i + n] != pw:
+                continue
+            if n == 1 and pw[0] in _NOUN_VERBS:
+                after = ws[i + 1] if i + 1 < len(ws) else None
+                if pw[0] in ("on", "off", "out"):
+                    if pw[0] == "on" and not lexicon._is_cue(ws, i, "on"):
+                        break                         # "the lamp on the desk": a place
+                elif not (not out or dropped_last or after in _FOLLOW_VERB or after is None):
+                    break                             # "the orchid switch": a noun
+            i += n
+            dropped_last = True
+            break
+        else:
+            out.append(ws[i])
+            dropped_last = False
+            i += 1
+    return out
+
+
+def _drop_attributes(ws: list[str]) -> list[str]:
+    """Attribute words and their "of"/"for" ("the brightness of the lounge" -> "in the lounge")."""
+    out: list[str] = []
+    i = 0
+    while i < len(ws):
+        if ws[i] in _ATTRIBUTES:
+            while out and out[-1] in _DETERMINERS:
+                out.pop()
+            i += 1
+            if i < len(ws) and ws[i] in ("of", "for"):
+                out.append("of")                      # what follows is the target, maybe an area
+                i += 1
+            continue
+        out.append(ws[i])
+        i += 1
+    return out
+
+
+def _trim(ws: list[str]) -> list[str]:
+    while ws and (ws[0] in _DETERMINERS or ws[0] in ("of", "and", "to")):
+        ws = ws[1:]
+    while ws and (ws[-1] in _DETERMINERS or ws[-1] in _AREA_PREPS or ws[-1] in ("is", "are", "to", "and")):
+        ws = ws[:-1]
+    return ws
+
+
+def _split_area(ws: list[str]) -> tuple[list[str], list[str]]:
+    """The device words and the area words ("lamp in the study" -> lamp / study; "in the lounge" ->
+    - / lounge)."""
+    for i in range(len(ws) - 1, -1, -1):
+        w = ws[i]
+        if w not in _AREA_PREPS:
+            continue
+        rest = _trim(ws[i + 1:])
+        if not rest or rest[0] in _NOT_AREA or any(x in _AREA_PREPS for x in rest):
+            continue
+        if w == "on" and i > 0 and lexicon._is_cue(ws, i, "on"):
+            continue
+        device = ws[:i]
+        if i == 0 or not _trim(device):
+            # "(brightness) of the lounge": a kind word or a name the user made is a device, else an area
+            if w == "of" and rest[-1] in _GENERIC_HEADS:
+                return rest, []
+            return [], rest
+        return device, rest
+    return ws, []
+
+
+_GENERIC_HEADS = frozenset(w for ws in lexicon.DOMAIN_WORDS.values() for w in ws)
+
+
+def device_phrase(normalized: str, intent: str) -> tuple[str | None, str | None]:
+    """The (name, area) spans of a request, taken from its own words."""
+    ws = normalized.split()
+    ws = _strip(_strip(ws, _LEAD, True), _TRAIL, False)
+    every = any(ws[i:i + len(p.split())] == p.split() for p in _WHOLE_HOME + _EVERY for i in range(len(ws)))
+    ws = _remove(ws, _WHOLE_HOME)
+    area_after_state: list[str] = []
+    if intent == "query":
+        ws = _strip(ws, _QUESTION_LEAD, True)
+        ws = _strip(ws, _QUANTIFIERS, True)
+        # "is the lamp on in the study" / "which gate is unlocked the scullery": after the state, the area
+        states = [i for i, w in enumerate(ws) if w in STATE_WORDS]
+        if states:
+            k = states[-1]
+            tail = [w for w in ws[k + 1:] if w not in _QUESTION_FILLER]
+            area_after_state = _trim([w for w in tail if w not in _AREA_PREPS])
+            ws = ws[:k]
+        ws = [w for w in ws if w not in _QUESTION_FILLER and w not in STATE_WORDS]
+    ws = _drop_values(ws)
+    if intent != "query":
+        ws = _drop_verbs(ws)
+    ws = _drop_attributes(ws)
+    ws = _strip(_strip(ws, _LEAD, True), _TRAIL, False)
+    ws = _remove(ws, ("each and every", "every single", "all of", "any of", "some of", "each of"))
+    ws = [w for w in ws if w not in ("here", "over", "up", "down")]
+    device, area = _split_area(ws)
+    if area_after_state and not area:
+        area = area_after_state
+    device = _trim([w for w in device if w not in ("all", "every", "each", "any", "some", "both")])
+    device = [w for w in device if w not in _DETERMINERS]
+    if every and device:
+        device = ["all"] + device           # kept for the mapping: every such device, not one so named
+    return (" ".join(device) or None), (" ".join(area) or None)
+
+
+def slots_from_words(normalized: str, permitted: set) -> dict:
+    """The slot contract filled from the request's words alone (no model)."""
+    got = rules.slots_from_words(normalized, permitted)
+    words = normalized.split()
+    if got["intent"] == "none" and _ON_OFF_VERBS & set(words):
+        # "bring on the fan", "change off the lights": HA's <turn> verbs with a bare on/off
+        if "off" in words or "out" in words:
+            got = dict(got, intent="turn_off") if "turn_off" in permitted else got
+        elif "on" in words:
+            got = dict(got, intent="turn_on") if "turn_on" in permitted else got
+    if got["intent"] == "none":
+        return got
+    name, area = device_phrase(normalized, got["intent"])
+    return dict(got, name=name, area=area)
