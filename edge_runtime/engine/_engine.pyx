@@ -20,6 +20,7 @@ GGML_TYPE_F16 = ER_GGML_TYPE_F16
 GGML_TYPE_Q4_0 = ER_GGML_TYPE_Q4_0
 GGML_TYPE_Q8_0 = ER_GGML_TYPE_Q8_0
 GGML_TYPE_I2_S = ER_GGML_TYPE_I2_S
+MAX_EXTENT = ER_MAX_EXTENT                  # the largest dimension, n_ctx or n_batch the engine takes
 I2S_GROUP = ER_I2S_GROUP                    # weights per group of 2-bit codes
 I2S_GROUP_BYTES = ER_I2S_GROUP_BYTES
 I2S_TRAILER_BYTES = ER_I2S_TRAILER_BYTES    # the per-tensor f32 scale, padded

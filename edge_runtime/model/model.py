@@ -85,6 +85,8 @@ class Model:
             _engine.release_free_heap()  # the tokenizer build's temporaries: keeps the process in budget
             if memory_guard is not None:
                 self.memory = memory_guard(self.memory_need(n_ctx, n_batch))
+            if n_ctx > _engine.MAX_EXTENT:  # a caller's value, not the file's: not a ModelFormatError
+                raise ValueError(f"n_ctx must be an integer in 1..{_engine.MAX_EXTENT}, got {n_ctx}")
         except BaseException:
             self._mf.close()
             raise
