@@ -15,8 +15,9 @@ import numpy as np
 
 from edge_runtime.engine import _engine
 from edge_runtime.engine.cpu import default_threads
-from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
+from edge_runtime.errors import EdgeRuntimeError, ModelClosedError, ModelFormatError
 from edge_runtime.formats.model_file import open_model_file
+from edge_runtime.model.load_checks import build_tokenizer, check_finite_norms
 from edge_runtime.model.responses import ChatShape, CompletionShape, assemble
 
 # Prompt tokens per forward batch. The tile GEMMs reuse each unpacked weight block across a
@@ -37,6 +38,11 @@ class MemoryNeed(collections.namedtuple(
 
 class ContextOverflowError(EdgeRuntimeError, ValueError):
     """The prompt (plus at least one generated token) does not fit the context window."""
+
+
+class NonFiniteLogitsError(EdgeRuntimeError):
+    """The forward pass produced NaN or infinite logits: the model's weights are broken (a fault of the
+    file, not of the request)."""
 
 
 def default_model_path():
@@ -69,14 +75,21 @@ class Model:
         self.verbose = verbose
         self._mf = open_model_file(path)
         self.config = self._mf.config
+        self.file_size = self._mf.file_size
         cfg = self.config
         self.memory = None
-        if memory_guard is not None:
-            try:
+        try:
+            # everything a file can get wrong is found here, so a model that loads can serve
+            self._tokenizer = build_tokenizer(self._mf)
+            check_finite_norms(self._mf)
+            _engine.release_free_heap()  # the tokenizer build's temporaries: keeps the process in budget
+            if memory_guard is not None:
                 self.memory = memory_guard(self.memory_need(n_ctx, n_batch))
-            except BaseException:
-                self._mf.close()
-                raise
+            if n_ctx > _engine.MAX_EXTENT:  # a caller's value, not the file's: not a ModelFormatError
+                raise ValueError(f"n_ctx must be an integer in 1..{_engine.MAX_EXTENT}, got {n_ctx}")
+        except BaseException:
+            self._mf.close()
+            raise
         buffer = self._mf.reader.buffer
         if not use_mmap:
             # read the file into private memory: the engine then uses no file-backed pages
@@ -118,7 +131,7 @@ class Model:
         self._cache_tokens = []      # tokens whose K/V are in the cache at positions 0..len-1
         self.last_eval_tokens = 0    # how many tokens the last request had to evaluate for its prompt
         self._cancel = threading.Event()
-        self._tokenizer = None
+        self._closed = False
         self._token_bytes = None
         self._known_replies = collections.OrderedDict()  # reply text -> the token ids generated for it
         self.name = cfg.name or os.path.basename(path)
@@ -135,15 +148,33 @@ class Model:
     # resources
     # ------------------------------------------------------------------------------------------
     def close(self):
+        """Free the model. From another thread during a generation: the generation is aborted (its
+        caller gets ModelClosedError) and the engine is freed only once its running C call has
+        returned. The file is unmapped now, or by the generation on its way out."""
+        self._closed = True
+        cancel = getattr(self, "_cancel", None)
+        if cancel is not None:
+            cancel.set()
         eng = getattr(self, "_engine", None)
         if eng is not None:
-            eng.close()
-            self._engine = None
+            eng.close()  # kept as the attribute: a closed engine raises ModelClosedError, None would not
+        lock = getattr(self, "_lock", None)
+        if lock is None or lock.acquire(blocking=False):
+            try:
+                self._release_file()
+            finally:
+                if lock is not None:
+                    lock.release()
+
+    def _release_file(self):
         self._buffer = None
         mf = getattr(self, "_mf", None)
         if mf is not None:
             mf.close()
             self._mf = None
+
+    def _closed_error(self):
+        return ModelClosedError(f"{self.path}: the model was closed")
 
     def __enter__(self):
         return self
@@ -165,16 +196,8 @@ class Model:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from edge_runtime.text.tokenizer import Tokenizer
-
-            meta = self._mf.tokenizer_metadata
-            if not meta or "tokenizer.ggml.tokens" not in meta:
-                raise ModelFormatError(f"{self.path}: the file carries no tokenizer (tokenizer.ggml.tokens)")
-            self._tokenizer = Tokenizer.from_gguf_metadata(
-                tokens=meta["tokenizer.ggml.tokens"], merges=meta.get("tokenizer.ggml.merges", []),
-                token_types=meta.get("tokenizer.ggml.token_type"), pre=meta.get("tokenizer.ggml.pre", "llama-bpe"),
-                bos_id=meta.get("tokenizer.ggml.bos_token_id"), eos_id=meta.get("tokenizer.ggml.eos_token_id"),
-                eot_id=meta.get("tokenizer.ggml.eot_token_id"))
+            raise ModelFormatError(f"{self.path}: the file carries no tokenizer (tokenizer.ggml.tokens): "
+                                   "it can evaluate token ids (eval_logits) but not generate text")
         return self._tokenizer
 
     def tokenize(self, text: bytes, add_bos=True, special=False):
@@ -197,6 +220,8 @@ class Model:
     def eval_logits(self, tokens, all_logits=True):
         """Logits for a fresh sequence of token ids (no cache reuse): (n, vocab) or (vocab,)."""
         with self._lock:
+            if self._closed:
+                raise self._closed_error()
             self._check_fits(len(tokens), 0)
             self._cache_tokens = []
             out = self._engine.eval(tokens, 0, all_logits=all_logits)
@@ -232,17 +257,19 @@ class Model:
             self._cache_tokens = []
 
     def cancel(self):
-        """Stop the running generation (from any thread) within one token."""
+        """Stop the running generation (from any thread) within one token. The engine's abort flag
+        is atomic and its state is freed only under the GIL, so this is safe against close()."""
         self._cancel.set()
-        if self._engine is not None:
-            self._engine.abort(True)
+        eng = getattr(self, "_engine", None)
+        if eng is not None:
+            eng.abort(True)
 
     # ------------------------------------------------------------------------------------------
     # generation
     # ------------------------------------------------------------------------------------------
     def _generate(self, prompt_tokens, max_tokens, sampling, stop, json_schema, timings):
         """Yields (token_id, text_piece, finish_reason_or_None). Text pieces are complete UTF-8."""
-        from edge_runtime.text.sampling import Sampler
+        from edge_runtime.text.sampling import Sampler, SamplingError
 
         tok = self.tokenizer
         end_ids = self._end_ids()
@@ -268,6 +295,8 @@ class Model:
             logits = self._eval_prompt(prompt_tokens)
         except InterruptedError:
             self._cache_tokens = []
+            if self._closed:
+                raise self._closed_error() from None
             yield None, "", "cancelled"
             return
         t1 = time.perf_counter()
@@ -278,12 +307,20 @@ class Model:
         stopped_by_string = False
         while n_gen < max_tokens:
             if self._cancel.is_set():
+                if self._closed:
+                    raise self._closed_error()
                 finish = "cancelled"
                 break
             allowed = None
             if constraint is not None:  # tokens that may still be sampled, this one included
                 allowed = constraint.allowed_mask(min(max_tokens - n_gen, self.n_ctx - len(self._cache_tokens) + 1))
-            token = sampler.sample(logits, history, allowed)
+            try:
+                token = sampler.sample(logits, history, allowed)
+            except SamplingError as exc:
+                if np.isfinite(logits).all():
+                    raise
+                raise NonFiniteLogitsError(
+                    f"{self.path}: the model produced non-finite logits ({exc}); its weights are broken") from None
             n_gen += 1
             if timings.get("ttft_ms") is None:
                 timings["ttft_ms"] = (time.perf_counter() - t0) * 1e3
@@ -328,6 +365,8 @@ class Model:
             try:
                 logits = self._engine.eval([token], len(self._cache_tokens))
             except InterruptedError:
+                if self._closed:
+                    raise self._closed_error() from None
                 finish = "cancelled"
                 break
             self._cache_tokens.append(token)
@@ -380,24 +419,33 @@ class Model:
         if isinstance(stop, str):
             stop = [stop]
         with self._lock:
-            self._cancel.clear()
-            self._engine.abort(False)
-            timings = {"ttft_ms": None}
-            n_completion = 0
-            generated, text = [], []
-            for token, piece, finish in self._generate(tokens, max_tokens, sampling, stop, json_schema, timings):
-                if finish is None:
-                    if token is not None:
-                        generated.append(token)
-                    text.append(piece)
-                else:
-                    self._remember_reply("".join(text), generated)
-                    n_completion = timings.get("completion_tokens", 0)
-                    usage = {"prompt_tokens": len(tokens), "completion_tokens": n_completion,
-                             "total_tokens": len(tokens) + n_completion}
-                    yield "", finish, usage, self._timings(timings, n_completion)
-                    return
-                yield piece, None, None, None
+            try:
+                yield from self._run_locked(tokens, max_tokens, sampling, stop, json_schema)
+            finally:
+                if self._closed:  # closed from another thread while this ran: unmap on the way out
+                    self._release_file()
+
+    def _run_locked(self, tokens, max_tokens, sampling, stop, json_schema):
+        if self._closed:
+            raise self._closed_error()
+        self._cancel.clear()
+        self._engine.abort(False)
+        timings = {"ttft_ms": None}
+        n_completion = 0
+        generated, text = [], []
+        for token, piece, finish in self._generate(tokens, max_tokens, sampling, stop, json_schema, timings):
+            if finish is None:
+                if token is not None:
+                    generated.append(token)
+                text.append(piece)
+            else:
+                self._remember_reply("".join(text), generated)
+                n_completion = timings.get("completion_tokens", 0)
+                usage = {"prompt_tokens": len(tokens), "completion_tokens": n_completion,
+                         "total_tokens": len(tokens) + n_completion}
+                yield "", finish, usage, self._timings(timings, n_completion)
+                return
+            yield piece, None, None, None
 
     def _remember_reply(self, text, generated):
         """Keep the token ids of a reply whose text they decode to exactly (see encode_chat)."""
@@ -454,4 +502,4 @@ class Model:
         return {"path": self.path, "name": self.name, "kernel": self.kernel, "n_threads": self.n_threads,
                 "n_ctx": self.n_ctx, "n_vocab": c.n_vocab, "dim": c.dim, "n_layers": c.n_layers,
                 "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads, "ffn_dim": c.ffn_dim, "head_type": c.head_type,
-                "state_bytes": self.state_bytes, "file_size": self._mf.file_size}
+                "state_bytes": self.state_bytes, "file_size": self.file_size}
