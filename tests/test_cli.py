@@ -139,15 +139,16 @@ def test_chat_ctrl_c_stops_the_reply_not_the_program(tiny_chat_model_path, tmp_p
     import time
 
     schema = tmp_path / "long.json"
-    schema.write_text(json.dumps({"type": "object", "properties": {"note": {"type": "string", "minLength": 3000,
-                                                                              "maxLength": 3000}},
+    schema.write_text(json.dumps({"type": "object", "properties": {"note": {"type": "string", "minLength": 15000,
+                                                                              "maxLength": 15000}},
                                   "required": ["note"], "additionalProperties": False}))
     env = subprocess_env()
     pid, fd = pty.fork()
     if pid == 0:  # child: the chat program on the pty
         os.chdir(str(tmp_path))
         os.execve(sys.executable, [sys.executable, "-m", "edge_runtime", "chat", "-m", tiny_chat_model_path,
-                                   "--json-schema", str(schema), "-n", "3100", "-t", "1", "--seed", "1"], env)
+                                   "--json-schema", str(schema), "-n", "6000", "--ctx", "8192", "-t", "1", "--seed", "1"],
+                  env)
 
     def read_until(pred, timeout):
         buf, end = b"", time.monotonic() + timeout
