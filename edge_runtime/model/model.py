@@ -27,10 +27,6 @@ DEFAULT_BATCH = 128
 KERNEL_ENV = "EDGE_RUNTIME_KERNEL"
 
 
-def _no_final_state():
-    return EdgeRuntimeError("generation ended without a final state")
-
-
 class MemoryNeed(collections.namedtuple(
         "MemoryNeed", "model_bytes n_ctx n_layers n_kv_heads head_dim scratch_bytes")):
     """A load's memory: the file, the KV cache's shape at n_ctx, and the engine's scratch bytes."""
@@ -480,7 +476,7 @@ class Model:
                                   frequency_penalty)
         tokens = self._prepare_prompt(prompt, max_tokens, truncate)
         gen = self._run(tokens, max_tokens, sampling, stop, json_schema)
-        return assemble(gen, CompletionShape(self.name), stream, _no_final_state)
+        return assemble(gen, CompletionShape(self.name), stream)
 
     def create_chat_completion(self, messages, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95,
                                min_p=0.05, repeat_penalty=1.1, seed=None, stop=None, json_schema=None,
@@ -492,7 +488,7 @@ class Model:
         tokens = self._fit(encode_chat(self.tokenizer, messages, add_generation_prompt=True,
                                        known_replies=self._known_replies), max_tokens, truncate)
         gen = self._run(tokens, max_tokens, sampling, stop, json_schema)
-        return assemble(gen, ChatShape(self.name), stream, _no_final_state)
+        return assemble(gen, ChatShape(self.name), stream)
 
     def __call__(self, prompt, **kw):
         return self.create_completion(prompt, **kw)
