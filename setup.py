@@ -6,6 +6,7 @@ pure-Python fallback.
 """
 import glob
 import os
+import runpy
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -15,16 +16,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ENGINE_CSRC = os.path.join("edge_runtime", "engine", "csrc")
 C_SOURCES = sorted(glob.glob(os.path.join("neon_kernels", "*.c"))) + sorted(glob.glob(os.path.join(ENGINE_CSRC, "*.c")))
 
-extra_compile_args = [
-    "-O3",
-    "-std=c11",
-    "-pthread",
-    # no fused multiply-add contraction: the same float rounding on x86 and ARM
-    "-ffp-contract=off",
-    "-fno-math-errno",
-    "-Wall",
-    "-Wno-unused-function",
-]
+# the flags live in one place, shared with the kernel test driver
+FLAGS = runpy.run_path(os.path.join(HERE, "edge_runtime", "engine", "build_flags.py"))
+extra_compile_args = FLAGS["C_FLAGS"] + FLAGS["WARNING_FLAGS"]
 if os.environ.get("EDGE_RUNTIME_DEBUG_BUILD"):
     extra_compile_args += ["-O0", "-g"]
 

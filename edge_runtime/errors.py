@@ -10,3 +10,7 @@ class ModelFormatError(ValueError):
 
 class EdgeRuntimeError(RuntimeError):
     """A user-facing failure that is not a malformed file (missing path, unwritable output, ...)."""
+
+
+class ModelClosedError(EdgeRuntimeError):
+    """The model was closed (Model.close()) before or during the call; it cannot run again."""

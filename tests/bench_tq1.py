@@ -4,7 +4,7 @@
    (every token reads the whole body and the whole head) and decode tok/s at --threads, for the
    i2_s and tq1 bodies with q8_0 and q4_0 heads.
 2. The llvm-mca static estimate of the NEON GEMVs on Cortex-A53/A72/A76, measured as
-   ../shared/FACTS.md describes for the peers: the kernel compiled with aarch64-linux-gnu-gcc
+   the peers are measured: the kernel compiled with aarch64-linux-gnu-gcc
    -O3 -mcpu=X, its innermost chunk loop fed to llvm-mca-19 -mcpu=X (L1-resident, a lower bound),
    reported per 256 weights — and what that means per board: the GEMV keeps up with the board's
    memory if 4 cores run 256 weights in no more cycles than the memory takes to deliver their

@@ -39,3 +39,21 @@ def test_skips_stay_skips_on_a_laptop(tmp_path):
     rc, out = _run(tmp_path, ci=False, module_skip=True)
     assert rc == 0, out
     assert "failed" not in out, out
+
+
+def test_tests_find_their_fixtures_inside_tests():
+    """A fixture outside the repository (a sibling `shared/` directory, an absolute path on one
+    machine) is missing in every other checkout; fixtures live in tests/data."""
+    import re
+
+    outside = re.compile(r"""(/work/|\.\./shared|parent\s*/\s*["']shared["']|["']shared["']\s*/\s*["']fixtures)""")
+    offenders = []
+    for root, _, files in os.walk(HERE):
+        for name in files:
+            if name.endswith(".py") and name != "test_ci_rules.py":
+                path = os.path.join(root, name)
+                with open(path, encoding="utf-8") as f:
+                    for number, line in enumerate(f, 1):
+                        if outside.search(line):
+                            offenders.append(f"{os.path.relpath(path, HERE)}:{number}: {line.strip()}")
+    assert not offenders, offenders

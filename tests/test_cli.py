@@ -131,12 +131,17 @@ def test_debug_shows_the_traceback(here):
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
-def test_chat_ctrl_c_stops_the_reply_not_the_program(tiny_chat_model_path, tmp_path):
+def test_chat_ctrl_c_stops_the_reply_not_the_program(tmp_path):
     """Through a real pty: Ctrl-C (SIGINT) during a long reply ends that reply; the next turn works."""
     import pty
     import select
     import signal
     import time
+
+    from serial_harness import write_slow_model
+
+    # ~7 ms per token: the ~1000-token note cannot finish before the interrupt, however loaded the machine
+    slow_model = str(write_slow_model(tmp_path / "slow.gguf"))
 
     schema = tmp_path / "long.json"
     schema.write_text(json.dumps({"type": "object", "properties": {"note": {"type": "string", "minLength": 3000,
@@ -146,7 +151,7 @@ def test_chat_ctrl_c_stops_the_reply_not_the_program(tiny_chat_model_path, tmp_p
     pid, fd = pty.fork()
     if pid == 0:  # child: the chat program on the pty
         os.chdir(str(tmp_path))
-        os.execve(sys.executable, [sys.executable, "-m", "edge_runtime", "chat", "-m", tiny_chat_model_path,
+        os.execve(sys.executable, [sys.executable, "-m", "edge_runtime", "chat", "-m", slow_model,
                                    "--json-schema", str(schema), "-n", "3100", "-t", "1", "--seed", "1"], env)
 
     def read_until(pred, timeout):

@@ -68,6 +68,8 @@ cdef extern from "er_engine.h" nogil:
     int ER_ERR_NOMEM
     int ER_ERR_ABORT
 
+    int ER_MAX_EXTENT
+
     ctypedef struct er_config:
         int n_vocab
         int dim
@@ -106,6 +108,8 @@ cdef extern from "er_engine.h" nogil:
         int output_type
         const float *output_norm
         const er_layer_weights *layers
+        const uint8_t *region
+        size_t region_size
 
     ctypedef struct er_engine:
         pass

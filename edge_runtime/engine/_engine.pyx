@@ -5,9 +5,14 @@ from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset
 
+import math
+import operator
+import threading
+
 import numpy as np
 
 from edge_runtime.engine._cdefs cimport *
+from edge_runtime.errors import ModelClosedError
 
 # the GGUF type ids and block layouts of what the kernels compute, from neon_kernels/er_kernels.h
 GGML_TYPE_F32 = ER_GGML_TYPE_F32
@@ -15,6 +20,7 @@ GGML_TYPE_F16 = ER_GGML_TYPE_F16
 GGML_TYPE_Q4_0 = ER_GGML_TYPE_Q4_0
 GGML_TYPE_Q8_0 = ER_GGML_TYPE_Q8_0
 GGML_TYPE_I2_S = ER_GGML_TYPE_I2_S
+MAX_EXTENT = ER_MAX_EXTENT                  # the largest dimension, n_ctx or n_batch the engine takes
 I2S_GROUP = ER_I2S_GROUP                    # weights per group of 2-bit codes
 I2S_GROUP_BYTES = ER_I2S_GROUP_BYTES
 I2S_TRAILER_BYTES = ER_I2S_TRAILER_BYTES    # the per-tensor f32 scale, padded
@@ -187,47 +193,70 @@ cdef class Engine:
     buffer: the mapped file (any read-only buffer; kept alive by the engine).
     config: dict with n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, rope_theta, norm_eps.
     tensors: dict name -> (absolute offset, ggml type, rows, cols, scale or None).
+
+    One eval() runs at a time (a lock; the C call itself runs without the GIL). close() from any
+    thread aborts a running eval, waits for it to return and only then frees the run state; every
+    later eval raises ModelClosedError. The run state is freed only with the GIL held, so abort()
+    and the properties, which also hold it, never see a freed engine.
     """
     cdef er_engine *e
     cdef object _buffer
     cdef const uint8_t[::1] _mem
     cdef er_layer_weights *_layers
+    cdef object _run_lock
+    cdef bint _closing
     cdef readonly int n_ctx, n_batch, n_vocab, n_seq, n_layers, kv_dim
     cdef readonly str kernel
 
     def __cinit__(self):
         self.e = NULL
         self._layers = NULL
+        self._run_lock = threading.Lock()
+        self._closing = False
 
-    def __init__(self, buffer, dict config, dict tensors, int n_ctx, int n_batch=32, int n_threads=1,
-                 kernel=None, int n_seq=1):
+    def __init__(self, buffer, dict config, dict tensors, n_ctx, n_batch=32, n_threads=1, kernel=None,
+                 n_seq=1):
+        # Every value is checked before use: types and ranges here, shapes, extents inside the buffer
+        # and alignment in er_engine_create. A bad table raises ValueError; nothing reads outside.
         cdef const er_kernels *kern = _select(kernel)
+        try:
+            self._mem = buffer
+        except (TypeError, ValueError, BufferError) as exc:
+            raise ValueError(f"buffer: expected a contiguous byte buffer ({exc})") from None
         self._buffer = buffer
-        self._mem = buffer
         cdef Py_ssize_t size = self._mem.shape[0]
+        if size < 1:
+            raise ValueError("buffer: the mapped file is empty")
         cdef const uint8_t *base = &self._mem[0]
         cdef er_config cfg
-        cfg.n_vocab = config["n_vocab"]
-        cfg.dim = config["dim"]
-        cfg.n_layers = config["n_layers"]
-        cfg.n_heads = config["n_heads"]
-        cfg.n_kv_heads = config["n_kv_heads"]
-        cfg.head_dim = config["head_dim"]
-        cfg.ffn_dim = config["ffn_dim"]
-        cfg.rope_theta = config["rope_theta"]
-        cfg.norm_eps = config["norm_eps"]
+        cfg.n_vocab = _c_int("n_vocab", _key(config, "n_vocab"))
+        cfg.dim = _c_int("dim", _key(config, "dim"))
+        cfg.n_layers = _c_int("n_layers", _key(config, "n_layers"))
+        cfg.n_heads = _c_int("n_heads", _key(config, "n_heads"))
+        cfg.n_kv_heads = _c_int("n_kv_heads", _key(config, "n_kv_heads"))
+        cfg.head_dim = _c_int("head_dim", _key(config, "head_dim"))
+        cfg.ffn_dim = _c_int("ffn_dim", _key(config, "ffn_dim"))
+        cfg.rope_theta = _c_float("rope_theta", _key(config, "rope_theta"))
+        cfg.norm_eps = _c_float("norm_eps", _key(config, "norm_eps"))
+        cdef int c_ctx = _c_int("n_ctx", n_ctx), c_batch = _c_int("n_batch", n_batch)
+        cdef int c_threads = _c_int("n_threads", n_threads), c_seq = _c_int("n_seq", n_seq)
+        if not 1 <= cfg.n_layers <= ER_MAX_EXTENT:
+            raise ValueError(f"n_layers = {cfg.n_layers}: expected 1..{ER_MAX_EXTENT}")
 
         cdef er_weights w
+        memset(&w, 0, sizeof(w))
+        w.region = base
+        w.region_size = <size_t>size
         cdef int n_layers = cfg.n_layers
-        self._layers = <er_layer_weights *>calloc(max(n_layers, 1), sizeof(er_layer_weights))
+        self._layers = <er_layer_weights *>calloc(n_layers, sizeof(er_layer_weights))
         if self._layers == NULL:
             raise MemoryError()
         head_types = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0}
         w.tok_embd = base + _off(tensors, size, "token_embd.weight", head_types)
-        w.tok_embd_type = tensors["token_embd.weight"][1]
+        w.tok_embd_type = _entry(tensors, "token_embd.weight")[1]
         head_name = "output.weight" if "output.weight" in tensors else "token_embd.weight"
         w.output = base + _off(tensors, size, head_name, head_types)
-        w.output_type = tensors[head_name][1]
+        w.output_type = _entry(tensors, head_name)[1]
         w.output_norm = <const float *>(base + _off(tensors, size, "output_norm.weight", {GGML_TYPE_F32}))
         cdef er_layer_weights *L
         cdef int l
@@ -251,15 +280,15 @@ cdef class Engine:
         memset(err, 0, sizeof(err))
         cdef int rc
         with nogil:
-            rc = er_engine_create(&self.e, &cfg, &w, kern, n_ctx, n_batch, n_seq, n_threads, err, sizeof(err))
+            rc = er_engine_create(&self.e, &cfg, &w, kern, c_ctx, c_batch, c_seq, c_threads, err, sizeof(err))
         if rc == ER_ERR_NOMEM:
             raise MemoryError(err.decode())
         if rc != ER_OK:
             raise ValueError(err.decode())
-        self.n_ctx = n_ctx
-        self.n_batch = n_batch
+        self.n_ctx = c_ctx
+        self.n_batch = c_batch
         self.n_vocab = cfg.n_vocab
-        self.n_seq = n_seq
+        self.n_seq = c_seq
         self.n_layers = cfg.n_layers
         self.kv_dim = cfg.n_kv_heads * cfg.head_dim
         self.kernel = er_engine_kernel_name(self.e).decode()
@@ -273,12 +302,21 @@ cdef class Engine:
             self._layers = NULL
 
     def close(self):
-        """Stop the threads and free the run state; the engine is unusable afterwards."""
+        """Abort a running eval(), wait for it, stop the threads and free the run state; the engine is
+        unusable afterwards (eval raises ModelClosedError). Safe from any thread, and more than once."""
+        self._closing = True
         if self.e != NULL:
-            er_engine_free(self.e)
-            self.e = NULL
-        self._mem = None
-        self._buffer = None
+            er_engine_abort(self.e, 1)
+        with self._run_lock:  # blocks (GIL released) until a running eval has returned
+            if self.e != NULL:
+                er_engine_free(self.e)
+                self.e = NULL
+            self._mem = None
+            self._buffer = None
+
+    @property
+    def closed(self):
+        return self.e == NULL
 
     @property
     def n_threads(self):
@@ -296,8 +334,6 @@ cdef class Engine:
     def eval(self, tokens, int pos, bint all_logits=False, out=None, int seq=0):
         """Run tokens at positions pos.. of KV sequence seq and return logits ((n, vocab) if
         all_logits else (vocab,))."""
-        if self.e == NULL:
-            raise RuntimeError("engine is closed")
         cdef int32_t[::1] tv = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
         cdef int n = tv.shape[0]
         if n < 1:
@@ -312,25 +348,34 @@ cdef class Engine:
             raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
         cdef float[::1] ov = out.reshape(-1)
         cdef int rc
-        with nogil:
-            rc = er_engine_eval_seq(self.e, seq, &tv[0], n, pos, &ov[0], 1 if all_logits else 0)
-        self._check(rc)
+        cdef er_engine *e
+        with self._run_lock:
+            e = self._live()
+            with nogil:
+                rc = er_engine_eval_seq(e, seq, &tv[0], n, pos, &ov[0], 1 if all_logits else 0)
+            self._check(e, rc)
         return out
 
-    cdef int _check(self, int rc) except -1:
+    cdef er_engine *_live(self) except NULL:
+        """The engine, held under _run_lock by the caller; ModelClosedError once closed."""
+        if self.e == NULL:
+            raise ModelClosedError("the model is closed")
+        return self.e
+
+    cdef int _check(self, er_engine *e, int rc) except -1:
         if rc == ER_ERR_ABORT:
-            er_engine_abort(self.e, 0)
-            raise InterruptedError(er_engine_error(self.e).decode())
+            if self._closing:
+                raise ModelClosedError("the model was closed during the evaluation")
+            er_engine_abort(e, 0)
+            raise InterruptedError(er_engine_error(e).decode())
         if rc != ER_OK:
-            raise ValueError(er_engine_error(self.e).decode())
+            raise ValueError(er_engine_error(e).decode())
         return 0
 
     def eval_multi(self, tokens, positions, sequences, want):
         """One mixed batch: token i at positions[i] of KV sequence sequences[i] (several sequences'
         decode steps and prompt chunks share one pass over the weights). Returns the logits of the
         rows listed in want, (len(want), vocab)."""
-        if self.e == NULL:
-            raise RuntimeError("engine is closed")
         cdef int32_t[::1] tv = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
         cdef int32_t[::1] pv = np.ascontiguousarray(positions, dtype=np.int32).reshape(-1)
         cdef int32_t[::1] sv = np.ascontiguousarray(sequences, dtype=np.int32).reshape(-1)
@@ -346,32 +391,36 @@ cdef class Engine:
             wa = np.zeros(1, dtype=np.int32)
         cdef int32_t[::1] wv = wa
         cdef int rc
-        with nogil:
-            rc = er_engine_eval_multi(self.e, &tv[0], &pv[0], &sv[0], n, &wv[0], n_want, &ov[0, 0])
-        self._check(rc)
+        cdef er_engine *e
+        with self._run_lock:
+            e = self._live()
+            with nogil:
+                rc = er_engine_eval_multi(e, &tv[0], &pv[0], &sv[0], n, &wv[0], n_want, &ov[0, 0])
+            self._check(e, rc)
         return out[:n_want]
 
     def kv_read(self, int seq, int n):
         """The f16 K and V rows of positions [0, n) of a sequence: two (n_layers, n, kv_dim) arrays."""
-        if self.e == NULL:
-            raise RuntimeError("engine is closed")
-        k = np.empty((self.n_layers, max(n, 0), self.kv_dim), dtype=np.uint16)
+        if n < 0:
+            raise ValueError(f"{n} rows asked")
+        k = np.empty((self.n_layers, n, self.kv_dim), dtype=np.uint16)
         v = np.empty_like(k)
         cdef uint16_t[:, :, ::1] kv = k
         cdef uint16_t[:, :, ::1] vv = v
         cdef int rc
-        if n == 0:
-            return k, v
-        with nogil:
-            rc = er_engine_kv_read(self.e, seq, n, n, &kv[0, 0, 0], &vv[0, 0, 0])
-        self._check(rc)
+        cdef er_engine *e
+        with self._run_lock:
+            e = self._live()
+            if n == 0:
+                return k, v
+            with nogil:
+                rc = er_engine_kv_read(e, seq, n, n, &kv[0, 0, 0], &vv[0, 0, 0])
+            self._check(e, rc)
         return k, v
 
     def kv_write(self, int seq, k, v, n=None):
         """Put the first n (default all) K and V rows of (n_layers, rows, kv_dim) f16 arrays back at
         positions [0, n) of a sequence."""
-        if self.e == NULL:
-            raise RuntimeError("engine is closed")
         ka = np.ascontiguousarray(k, dtype=np.uint16)
         va = np.ascontiguousarray(v, dtype=np.uint16)
         if ka.ndim != 3 or ka.shape != va.shape or ka.shape[0] != self.n_layers or ka.shape[2] != self.kv_dim:
@@ -381,21 +430,65 @@ cdef class Engine:
         cdef int rows = ld if n is None else n
         if rows < 0 or rows > ld:
             raise ValueError(f"{rows} rows asked of snapshots holding {ld}")
-        if rows == 0:
-            return
         cdef const uint16_t[:, :, ::1] kv = ka
         cdef const uint16_t[:, :, ::1] vv = va
         cdef int rc
-        with nogil:
-            rc = er_engine_kv_write(self.e, seq, rows, ld, &kv[0, 0, 0], &vv[0, 0, 0])
-        self._check(rc)
+        cdef er_engine *e
+        with self._run_lock:
+            e = self._live()
+            if rows == 0:
+                return
+            with nogil:
+                rc = er_engine_kv_write(e, seq, rows, ld, &kv[0, 0, 0], &vv[0, 0, 0])
+            self._check(e, rc)
+
+
+def _key(dict config, str key):
+    try:
+        return config[key]
+    except KeyError:
+        raise ValueError(f"engine config: missing {key!r}") from None
+
+
+cdef int _c_int(str what, value) except? -1:
+    """An integer that fits a C int, or ValueError naming it."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ValueError(f"{what} = {value!r}: expected an integer")
+    v = operator.index(value)
+    if not -2**31 <= v < 2**31:
+        raise ValueError(f"{what} = {v}: out of range")
+    return v
+
+
+cdef float _c_float(str what, value) except? -1:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{what} = {value!r}: expected a number")
+    v = float(value)
+    if not math.isfinite(v) or abs(v) > 3.0e38:
+        raise ValueError(f"{what} = {v}: expected a finite float32")
+    return v
+
+
+def _entry(dict tensors, name):
+    """(offset, type, rows, cols, scale) of a tensor, the integers checked to fit C."""
+    if name not in tensors:
+        raise ValueError(f"tensor {name!r} missing")
+    entry = tensors[name]
+    if not isinstance(entry, tuple) or len(entry) != 5:
+        raise ValueError(f"tensor {name!r}: expected (offset, type, rows, cols, scale), got {entry!r}")
+    off, typ, rows, cols, scale = entry
+    for what, v in (("offset", off), ("type", typ), ("rows", rows), ("cols", cols)):
+        if isinstance(v, bool) or not hasattr(v, "__index__"):
+            raise ValueError(f"tensor {name!r}: {what} = {v!r}, expected an integer")
+        if what != "offset" and not -2**31 <= operator.index(v) < 2**31:
+            raise ValueError(f"tensor {name!r}: {what} = {v} is out of range")
+    return operator.index(off), operator.index(typ), operator.index(rows), operator.index(cols), scale
 
 
 cdef Py_ssize_t _off(dict tensors, Py_ssize_t size, name, expected_types) except -1:
-    """Absolute offset of a tensor, checked against its expected types and the mapped size."""
-    if name not in tensors:
-        raise ValueError(f"tensor {name!r} missing")
-    off, typ, rows, cols, scale = tensors[name]
+    """Offset of a tensor inside the buffer, checked against its expected types (er_engine_create
+    checks that the bytes its shape implies lie inside the buffer)."""
+    off, typ, rows, cols, scale = _entry(tensors, name)
     if typ not in expected_types:
         raise ValueError(f"tensor {name!r} has type {typ}, expected one of {sorted(expected_types)}")
     if off < 0 or off >= size:
@@ -405,14 +498,11 @@ cdef Py_ssize_t _off(dict tensors, Py_ssize_t size, name, expected_types) except
 
 cdef int _set_i2s(er_i2s_tensor *t, const uint8_t *base, Py_ssize_t size, dict tensors, name) except -1:
     cdef Py_ssize_t off = _off(tensors, size, name, set(TERNARY_TYPES))
-    _, typ, rows, cols, scale = tensors[name]
-    cdef Py_ssize_t nbytes = rows * (ER_TQ1_ROW_BYTES(cols) if typ == GGML_TYPE_TQ1_S else cols // 4)
-    if off + nbytes > size:
-        raise ValueError(f"tensor {name!r} needs {nbytes} bytes at offset {off}, beyond the mapped file of {size} bytes")
-    t.codes = base + <Py_ssize_t>off
+    _, typ, rows, cols, scale = _entry(tensors, name)
+    t.codes = base + off
     t.rows = rows
     t.cols = cols
-    t.scale = scale
+    t.scale = _c_float(f"tensor {name!r} scale", scale)
     t.type = typ
     return 0
 
@@ -434,3 +524,22 @@ def mlock_buffer(buffer):
         err = errno
         raise OSError(err, f"mlock of {mv.shape[0]} bytes failed: {os.strerror(err)} "
                            "(raise the memlock limit, e.g. LimitMEMLOCK=infinity in the service unit)")
+
+
+cdef extern from *:
+    """
+    #if defined(__GLIBC__)
+    #include <malloc.h>
+    static int er_trim_heap(void) { return malloc_trim(0); }
+    #else
+    static int er_trim_heap(void) { return 0; }
+    #endif
+    """
+    int er_trim_heap() nogil
+
+
+def release_free_heap():
+    """Give the C heap's free pages back to the system (glibc malloc_trim). Building a 128k-token
+    tokenizer frees some 7 MiB of temporaries that would otherwise stay resident for the life of
+    the process. Returns whether anything was released."""
+    return bool(er_trim_heap())

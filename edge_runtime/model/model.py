@@ -19,8 +19,9 @@ import numpy as np
 
 from edge_runtime.engine import _engine
 from edge_runtime.engine.cpu import default_threads
-from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
+from edge_runtime.errors import EdgeRuntimeError, ModelClosedError, ModelFormatError
 from edge_runtime.formats.model_file import open_model_file
+from edge_runtime.model.load_checks import build_tokenizer, check_finite_norms
 from edge_runtime.model.prompt_cache import DEFAULT_CACHE_MB
 from edge_runtime.model.slots import Batcher, DirectPath, SlotTable, prefill
 from edge_runtime.model.responses import ChatShape, CompletionShape, assemble
@@ -35,10 +36,6 @@ KERNEL_ENV = "EDGE_RUNTIME_KERNEL"
 DEFAULT_PREFILL_CHUNK = 16
 
 
-def _no_final_state():
-    return EdgeRuntimeError("generation ended without a final state")
-
-
 class MemoryNeed(collections.namedtuple(
         "MemoryNeed", "model_bytes n_ctx n_layers n_kv_heads head_dim scratch_bytes")):
     """A load's memory: the file, the KV cache's shape at n_ctx, and the engine's scratch bytes."""
@@ -46,6 +43,11 @@ class MemoryNeed(collections.namedtuple(
 
 class ContextOverflowError(EdgeRuntimeError, ValueError):
     """The prompt (plus at least one generated token) does not fit the context window."""
+
+
+class NonFiniteLogitsError(EdgeRuntimeError):
+    """The forward pass produced NaN or infinite logits: the model's weights are broken (a fault of the
+    file, not of the request)."""
 
 
 def default_model_path():
@@ -89,14 +91,21 @@ class Model:
         self.verbose = verbose
         self._mf = open_model_file(path)
         self.config = self._mf.config
+        self.file_size = self._mf.file_size
         cfg = self.config
         self.memory = None
-        if memory_guard is not None:
-            try:
+        try:
+            # everything a file can get wrong is found here, so a model that loads can serve
+            self._tokenizer = build_tokenizer(self._mf)
+            check_finite_norms(self._mf)
+            _engine.release_free_heap()  # the tokenizer build's temporaries: keeps the process in budget
+            if memory_guard is not None:
                 self.memory = memory_guard(self.memory_need(n_ctx, n_batch, slots, self.cache_bytes))
-            except BaseException:
-                self._mf.close()
-                raise
+            if n_ctx > _engine.MAX_EXTENT:  # a caller's value, not the file's: not a ModelFormatError
+                raise ValueError(f"n_ctx must be an integer in 1..{_engine.MAX_EXTENT}, got {n_ctx}")
+        except BaseException:
+            self._mf.close()
+            raise
         buffer = self._mf.reader.buffer
         if not use_mmap:
             # read the file into private memory: the engine then uses no file-backed pages
@@ -147,7 +156,9 @@ class Model:
             self.prompt_cache = PromptCache(cfg.n_layers, cfg.n_kv_heads * cfg.head_dim, self.cache_bytes,
                                             directory=directory, model_path=path)
         self.last_eval_tokens = 0    # how many tokens the last request had to evaluate for its prompt
-        self._tokenizer = None
+        self._closed = False
+        self._active = 0                      # generations and evaluations running now
+        self._active_lock = threading.Lock()
         self._token_bytes = None
         self._known_replies = collections.OrderedDict()  # reply text -> the token ids generated for it
         self.name = cfg.name or os.path.basename(path)
@@ -166,22 +177,55 @@ class Model:
     # resources
     # ------------------------------------------------------------------------------------------
     def close(self):
+        """Free the model. From another thread during a generation: every running generation is
+        aborted (its caller gets ModelClosedError) and the engine is freed only once its running C
+        call has returned. The file is unmapped now, or by the last generation on its way out."""
+        self._closed = True
+        slots = getattr(self, "_slots", None)
+        if slots is not None:
+            for slot in slots.slots:
+                slot.cancel.set()
+        eng = getattr(self, "_engine", None)
+        if eng is not None:
+            eng.abort(True)
         path = getattr(self, "_path", None)
         if path is not None:
-            path.close()
-            self._path = None
+            path.close()  # the batch thread stops; requests waiting on it get ModelClosedError
         cache = getattr(self, "prompt_cache", None)
         if cache is not None:
             cache.close()
-        eng = getattr(self, "_engine", None)
         if eng is not None:
-            eng.close()
-            self._engine = None
+            eng.close()  # kept as the attribute: a closed engine raises ModelClosedError, None would not
+        active_lock = getattr(self, "_active_lock", None)
+        if active_lock is None:
+            self._release_file()
+            return
+        with active_lock:
+            if self._active == 0:
+                self._release_file()
+
+    def _begin(self):
+        """A generation or evaluation starts: ModelClosedError once the model is closed."""
+        with self._active_lock:
+            if self._closed:
+                raise self._closed_error()
+            self._active += 1
+
+    def _end(self):
+        with self._active_lock:
+            self._active -= 1
+            if self._active == 0 and self._closed:  # closed while this ran: unmap on the way out
+                self._release_file()
+
+    def _release_file(self):
         self._buffer = None
         mf = getattr(self, "_mf", None)
         if mf is not None:
             mf.close()
             self._mf = None
+
+    def _closed_error(self):
+        return ModelClosedError(f"{self.path}: the model was closed")
 
     def __enter__(self):
         return self
@@ -203,16 +247,8 @@ class Model:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from edge_runtime.text.tokenizer import Tokenizer
-
-            meta = self._mf.tokenizer_metadata
-            if not meta or "tokenizer.ggml.tokens" not in meta:
-                raise ModelFormatError(f"{self.path}: the file carries no tokenizer (tokenizer.ggml.tokens)")
-            self._tokenizer = Tokenizer.from_gguf_metadata(
-                tokens=meta["tokenizer.ggml.tokens"], merges=meta.get("tokenizer.ggml.merges", []),
-                token_types=meta.get("tokenizer.ggml.token_type"), pre=meta.get("tokenizer.ggml.pre", "llama-bpe"),
-                bos_id=meta.get("tokenizer.ggml.bos_token_id"), eos_id=meta.get("tokenizer.ggml.eos_token_id"),
-                eot_id=meta.get("tokenizer.ggml.eot_token_id"))
+            raise ModelFormatError(f"{self.path}: the file carries no tokenizer (tokenizer.ggml.tokens): "
+                                   "it can evaluate token ids (eval_logits) but not generate text")
         return self._tokenizer
 
     def tokenize(self, text: bytes, add_bos=True, special=False):
@@ -236,15 +272,19 @@ class Model:
         """Logits for a fresh sequence of token ids (no cache reuse): (n, vocab) or (vocab,)."""
         self._check_fits(len(tokens), 0)
         with self._lock:
-            slot = self._slots.acquire(tokens)
+            self._begin()
             try:
-                slot.tokens = []
-                out = self._path.exclusive(lambda: self._engine.eval(tokens, 0, all_logits=all_logits,
-                                                                     seq=slot.seq))
-                slot.tokens = list(tokens)
-                return out
+                slot = self._slots.acquire(tokens)
+                try:
+                    slot.tokens = []
+                    out = self._path.exclusive(lambda: self._engine.eval(tokens, 0, all_logits=all_logits,
+                                                                         seq=slot.seq))
+                    slot.tokens = list(tokens)
+                    return out
+                finally:
+                    self._slots.release(slot)
             finally:
-                self._slots.release(slot)
+                self._end()
 
     @property
     def _cache_tokens(self):
@@ -269,14 +309,16 @@ class Model:
 
     def cancel(self, thread=None):
         """Stop the running generations (from any thread) within one token; with `thread` (an
-        ident), only the one that thread runs."""
+        ident), only the one that thread runs. The engine's abort flag is atomic and its state is
+        freed only under the GIL, so this is safe against close()."""
         hit = False
         for slot in self._slots.running():
             if thread is None or slot.thread == thread:
                 slot.cancel.set()
                 hit = True
-        if hit and self.slots == 1 and self._engine is not None:
-            self._engine.abort(True)  # one slot: also stop a long prompt in the middle
+        eng = getattr(self, "_engine", None)
+        if hit and self.slots == 1 and eng is not None:
+            eng.abort(True)  # one slot: also stop a long prompt in the middle
         return hit
 
     # ------------------------------------------------------------------------------------------
@@ -284,7 +326,7 @@ class Model:
     # ------------------------------------------------------------------------------------------
     def _generate(self, slot, prompt_tokens, max_tokens, sampling, stop, json_schema, timings):
         """Yields (token_id, text_piece, finish_reason_or_None). Text pieces are complete UTF-8."""
-        from edge_runtime.text.sampling import Sampler
+        from edge_runtime.text.sampling import Sampler, SamplingError
 
         tok = self.tokenizer
         end_ids = self._end_ids()
@@ -311,6 +353,8 @@ class Model:
             logits = prefill(self, slot, prompt_tokens, lambda toks, pos: path.prefill(slot, toks, pos))
         except InterruptedError:
             slot.tokens = []
+            if self._closed:
+                raise self._closed_error() from None
             yield None, "", "cancelled"
             return
         self.last_eval_tokens = slot.last_eval_tokens
@@ -322,12 +366,20 @@ class Model:
         stopped_by_string = False
         while n_gen < max_tokens:
             if slot.cancel.is_set():
+                if self._closed:
+                    raise self._closed_error()
                 finish = "cancelled"
                 break
             allowed = None
             if constraint is not None:  # tokens that may still be sampled, this one included
                 allowed = constraint.allowed_mask(min(max_tokens - n_gen, self.n_ctx - len(slot.tokens) + 1))
-            token = sampler.sample(logits, history, allowed)
+            try:
+                token = sampler.sample(logits, history, allowed)
+            except SamplingError as exc:
+                if np.isfinite(logits).all():
+                    raise
+                raise NonFiniteLogitsError(
+                    f"{self.path}: the model produced non-finite logits ({exc}); its weights are broken") from None
             n_gen += 1
             if timings.get("ttft_ms") is None:
                 timings["ttft_ms"] = (time.perf_counter() - t0) * 1e3
@@ -372,6 +424,8 @@ class Model:
             try:
                 logits = path.decode(slot, token, len(slot.tokens))
             except InterruptedError:
+                if self._closed:
+                    raise self._closed_error() from None
                 finish = "cancelled"
                 break
             slot.tokens.append(token)
@@ -425,22 +479,29 @@ class Model:
             stop = [stop]
         # one slot: requests run one after another; several: up to `slots` at once, batched
         with (self._lock if self.slots == 1 else contextlib.nullcontext()):
+            self._begin()
             slot = self._slots.acquire(tokens)
             released = False
+
+            def leave():
+                self._path.leave(slot)
+                self._slots.release(slot)
+                self._end()
+
             try:
+                if self._closed:
+                    raise self._closed_error()
                 if self.slots == 1:
                     self._engine.abort(False)
                 for item in self._run_on(slot, tokens, max_tokens, sampling, stop, json_schema):
                     if item[1] is not None:
                         # free the slot before the final chunk: a consumer may stop iterating there
                         released = True
-                        self._path.leave(slot)
-                        self._slots.release(slot)
+                        leave()
                     yield item
             finally:
                 if not released:
-                    self._path.leave(slot)
-                    self._slots.release(slot)
+                    leave()
 
     def _run_on(self, slot, tokens, max_tokens, sampling, stop, json_schema):
         timings = {"ttft_ms": None}
@@ -494,7 +555,7 @@ class Model:
                                   frequency_penalty)
         tokens = self._prepare_prompt(prompt, max_tokens, truncate)
         gen = self._run(tokens, max_tokens, sampling, stop, json_schema)
-        return assemble(gen, CompletionShape(self.name), stream, _no_final_state)
+        return assemble(gen, CompletionShape(self.name), stream)
 
     def create_chat_completion(self, messages, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95,
                                min_p=0.05, repeat_penalty=1.1, seed=None, stop=None, json_schema=None,
@@ -506,7 +567,7 @@ class Model:
         tokens = self._fit(encode_chat(self.tokenizer, messages, add_generation_prompt=True,
                                        known_replies=self._known_replies), max_tokens, truncate)
         gen = self._run(tokens, max_tokens, sampling, stop, json_schema)
-        return assemble(gen, ChatShape(self.name), stream, _no_final_state)
+        return assemble(gen, ChatShape(self.name), stream)
 
     def __call__(self, prompt, **kw):
         return self.create_completion(prompt, **kw)
@@ -516,4 +577,4 @@ class Model:
         return {"path": self.path, "name": self.name, "kernel": self.kernel, "n_threads": self.n_threads,
                 "n_ctx": self.n_ctx, "n_vocab": c.n_vocab, "dim": c.dim, "n_layers": c.n_layers,
                 "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads, "ffn_dim": c.ffn_dim, "head_type": c.head_type,
-                "state_bytes": self.state_bytes, "file_size": self._mf.file_size}
+                "state_bytes": self.state_bytes, "file_size": self.file_size}

@@ -6,6 +6,8 @@ tuple with the finish reason, the usage counts and the timings."""
 import time
 import uuid
 
+from edge_runtime.errors import EdgeRuntimeError
+
 
 class CompletionShape:
     def __init__(self, model_name):
@@ -59,7 +61,7 @@ class ChatShape(CompletionShape):
                 "usage": usage, "timings": timings}
 
 
-def assemble(gen, shape, stream, on_missing_final):
+def assemble(gen, shape, stream):
     """A generator of chunks (stream) or the single reply dict, in `shape`."""
     if stream:
         def streamer():
@@ -73,7 +75,7 @@ def assemble(gen, shape, stream, on_missing_final):
                         return
                     if piece:
                         yield shape.piece(piece)
-                raise on_missing_final()
+                raise EdgeRuntimeError("generation ended without a final state")
             finally:
                 gen.close()
         return streamer()
@@ -82,4 +84,4 @@ def assemble(gen, shape, stream, on_missing_final):
         if finish is not None:
             return shape.whole("".join(parts), finish, usage, timings)
         parts.append(piece)
-    raise on_missing_final()
+    raise EdgeRuntimeError("generation ended without a final state")

@@ -15,6 +15,7 @@ import collections
 import threading
 import time
 
+from edge_runtime.errors import ModelClosedError
 from edge_runtime.model.prompt_cache import common_prefix
 
 # Decoding requests the engine thread waits for before a step without them (seconds): a request
@@ -145,7 +146,7 @@ class Batcher:
     def _wait(self, work):
         with self._cond:
             if self._stop:
-                raise RuntimeError("the model is closed")
+                raise ModelClosedError("the model is closed")
             if len(work.tokens) == 1 and work.slot.seq in self._decoding:
                 self._decode[work.slot.seq] = work
             else:
@@ -173,7 +174,7 @@ class Batcher:
         work.tokens = fn
         with self._cond:
             if self._stop:
-                raise RuntimeError("the model is closed")
+                raise ModelClosedError("the model is closed")
             self._exclusive.append(work)
             self._cond.notify_all()
         work.done.wait()
@@ -242,7 +243,7 @@ class Batcher:
             if not decodes and not parts:
                 with self._cond:
                     if self._stop:
-                        self._fail_all(RuntimeError("the model is closed"))
+                        self._fail_all(ModelClosedError("the model is closed"))
                         return
                 continue
             tokens, positions, seqs = [], [], []

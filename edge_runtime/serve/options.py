@@ -108,10 +108,16 @@ def load_model(args, board=None, seed=None):
     (edge_runtime.board.loading.load_model)."""
     from edge_runtime.board.loading import load_model as load
 
-    return load(args.model, board=board, n_threads=args.threads, n_ctx=args.ctx, use_mmap=not args.no_mmap,
-                use_mlock=bool(args.mlock), kernel=args.kernel, seed=seed,
-                prompt_cache=getattr(args, "prompt_cache", None), cache_mb=getattr(args, "cache_mb", None),
-                slots=getattr(args, "slots", 1))
+    model = load(args.model, board=board, n_threads=args.threads, n_ctx=args.ctx, use_mmap=not args.no_mmap,
+                 use_mlock=bool(args.mlock), kernel=args.kernel, seed=seed,
+                 prompt_cache=getattr(args, "prompt_cache", None), cache_mb=getattr(args, "cache_mb", None),
+                 slots=getattr(args, "slots", 1))
+    try:
+        model.tokenizer  # a file without one loads (for eval_logits) but cannot serve text: refuse now
+    except BaseException:
+        model.close()
+        raise
+    return model
 
 
 def close_after(service, model, timeout=10.0):

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 
+from edge_runtime.errors import EdgeRuntimeError, ModelClosedError, ModelFormatError
 from edge_runtime.serve.protocol import (E_BAD_REQUEST, E_BUSY, E_CONTEXT, E_DUPLICATE, E_INTERNAL, E_SHUTDOWN,
                                          GenerationRequest, Limits, RequestError, cancelled_reply, error_reply)
 from edge_runtime.text.json_schema import BudgetError
@@ -185,8 +186,7 @@ class GenerationService:
                 final = error_reply(job.req.id, E_BAD_REQUEST, str(exc))
             except Exception as exc:
                 log.exception("generation failed for request %r", job.req.id)
-                code = E_CONTEXT if type(exc).__name__ == "ContextOverflowError" else (
-                    E_BAD_REQUEST if isinstance(exc, (ValueError, TypeError)) else E_INTERNAL)
+                code = error_code_of(exc)
                 final = error_reply(job.req.id, code, str(exc))
             finally:
                 with self._lock:
@@ -236,8 +236,20 @@ class GenerationService:
                 "running": self.running, "slots": self.workers,
                 "queue_depth": self.queue_depth, "served": self.served,
                 "decode_tok_s": self.last_decode_tok_s, "prompt_tok_s": self.last_prompt_tok_s,
-                "rss_bytes": rss_bytes(), "uptime_s": round(time.monotonic() - self.started, 1),
+                "rss_bytes": rss_bytes(), "state_bytes": self.model.state_bytes, "uptime_s": round(time.monotonic() - self.started, 1),
                 "cpu_temp_c": cpu_temperature()}
+
+
+def error_code_of(exc):
+    """The reply code of a failed generation: a fault of the model file or of the runtime is never
+    reported as the client's (bad_request is only for what the request got wrong)."""
+    if type(exc).__name__ == "ContextOverflowError":
+        return E_CONTEXT
+    if isinstance(exc, ModelClosedError):
+        return E_SHUTDOWN
+    if isinstance(exc, (ModelFormatError, EdgeRuntimeError)):
+        return E_INTERNAL
+    return E_BAD_REQUEST if isinstance(exc, (ValueError, TypeError)) else E_INTERNAL
 
 
 def cpu_temperature(path="/sys/class/thermal/thermal_zone0/temp"):

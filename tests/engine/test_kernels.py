@@ -20,6 +20,8 @@ import pytest
 
 import kernel_cases as kc
 
+from edge_runtime.engine import build_flags
+
 REPO = Path(__file__).resolve().parents[2]
 KERNEL_DIR = REPO / "neon_kernels"
 ENGINE_CSRC = REPO / "edge_runtime" / "engine" / "csrc"
@@ -86,9 +88,17 @@ ARM_CONFIGS = [
 CONFIGS = NATIVE_CONFIGS + ARM_CONFIGS
 
 
+# the extension's own flags (setup.py), so the driver runs the kernels as they ship
+DRIVER_FLAGS = [*build_flags.PYTHON_BUILD_FLAGS, *build_flags.C_FLAGS, "-Wall", "-Wextra"]
+
+
+def driver_command(compiler: str, out: Path, extra: list[str]) -> list[str]:
+    return [compiler, *DRIVER_FLAGS, "-I", str(KERNEL_DIR), *map(str, KERNEL_SOURCES), str(DRIVER_SOURCE),
+            "-o", str(out), *extra, "-lm"]
+
+
 def _compile(compiler: str, out: Path, extra: list[str]) -> Path:
-    cmd = [compiler, "-O2", "-Wall", "-Wextra", "-I", str(KERNEL_DIR), *map(str, KERNEL_SOURCES),
-           str(DRIVER_SOURCE), "-o", str(out), *extra, "-lm"]
+    cmd = driver_command(compiler, out, extra)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail(f"building the kernel driver failed:\n{' '.join(cmd)}\n{proc.stderr}")
@@ -288,3 +298,17 @@ def test_fp16_conversions_agree_with_ieee_for_every_half():
     ordered = np.unique(finite.astype(np.float64))
     midpoints = ((ordered[:-1] + ordered[1:]) / 2).astype(np.float32)
     assert np.array_equal(_engine.fp32_to_fp16(midpoints), midpoints.astype(np.float16).view(np.uint16))
+
+
+def test_driver_is_built_with_the_shipped_flags(tmp_path):
+    """The driver compiles the kernels as setup.py does (-O3, -ffp-contract=off, ...), and the flags
+    it adds for the Python build's configuration are the ones that configuration really has."""
+    import sysconfig
+
+    cmd = driver_command("gcc", tmp_path / "driver", [])
+    for flag in build_flags.C_FLAGS + build_flags.PYTHON_BUILD_FLAGS:
+        assert flag in cmd, flag
+    assert cmd.index("-O3") < len(cmd) and "-O2" not in cmd
+    assert 'FLAGS["C_FLAGS"]' in (REPO / "setup.py").read_text()  # setup.py builds with the same list
+    python_cflags = (sysconfig.get_config_var("CFLAGS") or "").split()
+    assert set(build_flags.PYTHON_BUILD_FLAGS) <= set(python_cflags), python_cflags

@@ -29,7 +29,7 @@ from helpers_hf import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parents[2]
-LLAMA3_TOKENIZER = REPO.parent / "shared" / "fixtures" / "llama3-tokenizer.json.xz"
+LLAMA3_TOKENIZER = REPO / "tests" / "data" / "llama3-tokenizer.json.xz"  # in the repository: never skipped
 HF_NORMS = {"attn_norm": "input_layernorm", "attn_sub_norm": "self_attn.attn_sub_norm",
             "ffn_norm": "post_attention_layernorm", "ffn_sub_norm": "mlp.ffn_sub_norm"}
 
@@ -219,8 +219,6 @@ def test_tokenizer_json_becomes_gguf_tokenizer_metadata(tmp_path):
 
 
 def test_llama3_tokenizer_fixture(tmp_path):
-    if not LLAMA3_TOKENIZER.is_file():
-        pytest.skip(f"fixture {LLAMA3_TOKENIZER} not present")
     path = tmp_path / "tokenizer.json"
     path.write_bytes(lzma.decompress(LLAMA3_TOKENIZER.read_bytes()))
     meta = sources.tokenizer_metadata_from_hf(path, n_vocab=128256, bos_token_id=128000,

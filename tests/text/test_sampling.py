@@ -341,19 +341,31 @@ def test_nucleus_cut_inside_a_tie_takes_the_lowest_ids():
     assert drawn == [reference_sample(logits, params, uniforms.random()) for _ in range(200)]
 
 
-def test_sampling_128k_vocab_is_fast():
+def test_sampling_128k_vocab_never_sorts_the_vocabulary(monkeypatch):
+    """What keeps sampling a 128k vocabulary cheap: top-k by partition, the nucleus in a window that
+    doubles, so no sort ever sees more than a small block of the vocabulary. The time per token is
+    printed, not asserted."""
     rng = np.random.default_rng(0)
     logits = (rng.standard_normal(LLAMA3_VOCAB) * 3).astype(np.float32)
     history = rng.integers(0, LLAMA3_VOCAB, 64).tolist()
     allowed = np.ones(LLAMA3_VOCAB, dtype=bool)
     allowed[::7] = False
+    sorted_sizes = []
+    for name in ("sort", "argsort", "lexsort"):
+        real = getattr(np, name)
+
+        def recording(a, *args, _real=real, **kw):
+            sorted_sizes.append(len(a[0]) if isinstance(a, tuple) else np.asarray(a).shape[-1])
+            return _real(a, *args, **kw)
+
+        monkeypatch.setattr(np, name, recording)
     for params in (SamplingParams(seed=1), SamplingParams(seed=1, top_k=0)):
         sampler = Sampler(params, LLAMA3_VOCAB)
-        sampler.sample(logits, history, allowed)
+        sorted_sizes.clear()
         start = time.perf_counter()
-        for _ in range(50):
+        for _ in range(20):
             sampler.sample(logits, history, allowed)
-        per_token_ms = (time.perf_counter() - start) / 50 * 1e3
-        print(f"top_k={params.top_k}: {per_token_ms:.2f} ms per token")
-        # ~1-3 ms here; the bound leaves room for a loaded 2-core machine
-        assert per_token_ms < 15
+        per_token_ms = (time.perf_counter() - start) / 20 * 1e3
+        print(f"top_k={params.top_k}: {per_token_ms:.2f} ms per token, largest sort {max(sorted_sizes)} values")
+        assert sorted_sizes, "the sampler sorts its candidates (lowest id first on ties)"
+        assert max(sorted_sizes) <= LLAMA3_VOCAB // 16, sorted_sizes

@@ -488,9 +488,9 @@ int er_engine_eval(er_engine *e, const int32_t *tokens, int n, int pos, float *l
 
 int er_engine_eval_seq(er_engine *e, int seq, const int32_t *tokens, int n, int pos, float *logits,
                        int all_logits) {
-    if (n < 1 || pos < 0 || pos + n > e->n_ctx) {
-        snprintf(e->err, sizeof(e->err), "positions %d..%d do not fit the context of %d tokens", pos,
-                 pos + n - 1, e->n_ctx);
+    if (!tokens || n < 1 || pos < 0 || pos > e->n_ctx - n) { /* n_ctx - n cannot overflow; pos + n could */
+        snprintf(e->err, sizeof(e->err), "positions %d..%lld do not fit the context of %d tokens", pos,
+                 (long long)pos + n - 1, e->n_ctx);
         return ER_ERR_ARG;
     }
     if (seq < 0 || seq >= e->n_seq) {
@@ -524,7 +524,7 @@ int er_engine_eval_seq(er_engine *e, int seq, const int32_t *tokens, int n, int 
 
 int er_engine_eval_multi(er_engine *e, const int32_t *tokens, const int32_t *pos, const int32_t *seq, int n,
                          const int32_t *want, int n_want, float *logits) {
-    if (n < 1 || n > e->n_batch) {
+    if (!tokens || !pos || !seq || n < 1 || n > e->n_batch) {
         snprintf(e->err, sizeof(e->err), "a mixed batch holds 1..%d tokens, got %d", e->n_batch, n);
         return ER_ERR_ARG;
     }

@@ -22,6 +22,14 @@
 #define ER_ERR_ARG (-1)    /* bad argument: token id, position, shape */
 #define ER_ERR_NOMEM (-2)  /* allocation or thread creation failed */
 
+/* Limits er_engine_create checks before anything else: every extent (a dimension, n_ctx, n_batch)
+ * at most ER_MAX_EXTENT, every weight matrix and batch of activations, and the KV cache of one
+ * layer, at most ER_MAX_ELEMENTS elements. Every int product the forward pass and the kernels
+ * form then fits an int, and every size is computed in size_t with overflow checks. */
+#define ER_MAX_EXTENT (1 << 24)
+#define ER_MAX_ELEMENTS 2147483647LL /* INT_MAX */
+#define ER_MAX_THREADS 1024
+
 typedef struct {
     int n_vocab;
     int dim;        /* hidden size */
@@ -63,13 +71,17 @@ typedef struct {
     int output_type;
     const float *output_norm; /* (dim,) */
     const er_layer_weights *layers; /* (n_layers,), copied by er_engine_create */
+    /* The mapped file: er_engine_create checks that every tensor above, at the size the config
+     * implies, lies inside [region, region + region_size) and is aligned for its type. */
+    const uint8_t *region;
+    size_t region_size;
 } er_weights;
 
 typedef struct er_engine er_engine;
 
-/* Validates shapes, allocates the run state for n_seq KV sequences of n_ctx positions each and
- * batches of up to n_batch tokens, starts n_threads threads. On failure returns a negative code
- * and writes err. */
+/* Validates the limits above, shapes, every tensor's extent and alignment; allocates the run state for
+ * n_seq KV sequences of n_ctx positions each and batches of up to n_batch tokens, starts n_threads
+ * threads. On failure returns a negative code and writes err. */
 int er_engine_create(er_engine **out, const er_config *cfg, const er_weights *w,
                      const er_kernels *kernels, int n_ctx, int n_batch, int n_seq, int n_threads,
                      char *err, size_t err_len);

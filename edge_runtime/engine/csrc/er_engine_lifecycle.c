@@ -2,6 +2,7 @@
 /* The engine's lifecycle: shape checks, the run state allocated up front, the RoPE tables, the
  * thread pool (see er_engine.h). */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,131 @@ static int check_i2s(const er_i2s_tensor *t, int rows, int cols, const char *wha
     return 1;
 }
 
+/* Checks of the config and of the tensor table against the mapped region. Sizes are size_t and
+ * every product is checked, so no value in a file or a call can make them wrap. */
+
+/* a * b; clears *ok on overflow */
+static size_t mul_size(size_t a, size_t b, int *ok) {
+    size_t r;
+    if (__builtin_mul_overflow(a, b, &r)) {
+        *ok = 0;
+        return 0;
+    }
+    return r;
+}
+
+static int check_limits(const er_config *c, int n_ctx, int n_batch, int n_seq, int n_threads, char *err,
+                        size_t err_len) {
+    const long long ext[] = {c->n_vocab, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_dim,
+                             n_ctx, n_batch, n_seq};
+    static const char *const names[] = {"n_vocab", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim",
+                                        "ffn_dim", "n_ctx", "n_batch", "n_seq"};
+    for (int i = 0; i < 10; i++) {
+        if (ext[i] < 1 || ext[i] > ER_MAX_EXTENT) {
+            snprintf(err, err_len, "%s = %lld: expected 1..%d", names[i], ext[i], ER_MAX_EXTENT);
+            return 0;
+        }
+    }
+    if (n_threads < 1 || n_threads > ER_MAX_THREADS) {
+        snprintf(err, err_len, "n_threads = %d: expected 1..%d", n_threads, ER_MAX_THREADS);
+        return 0;
+    }
+    if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta) || !(c->norm_eps > 0.0f) || !isfinite(c->norm_eps)) {
+        snprintf(err, err_len, "rope_theta %g / norm_eps %g: expected finite numbers > 0", (double)c->rope_theta,
+                 (double)c->norm_eps);
+        return 0;
+    }
+    /* each factor is <= 2^24, so these 64-bit products cannot overflow */
+    const long long qd = (long long)c->n_heads * c->head_dim, kvd = (long long)c->n_kv_heads * c->head_dim;
+    long long wide = c->dim > c->ffn_dim ? c->dim : c->ffn_dim;
+    if (qd + 2 * kvd > wide) wide = qd + 2 * kvd;
+    if (2LL * c->ffn_dim > wide) wide = 2LL * c->ffn_dim;
+    const long long products[][2] = {{c->n_vocab, c->dim}, {c->ffn_dim, c->dim}, {qd, c->dim}, {kvd, c->dim},
+                                     {n_batch, wide},      {n_ctx, kvd},         {n_ctx, c->head_dim}};
+    for (int i = 0; i < 7; i++) {
+        if (products[i][0] * products[i][1] > ER_MAX_ELEMENTS) {
+            snprintf(err, err_len,
+                     "model shape: %lld x %lld elements exceed %lld (vocab %d, dim %d, ffn %d, heads %d/%d x %d, "
+                     "n_ctx %d, n_batch %d)",
+                     products[i][0], products[i][1], ER_MAX_ELEMENTS, c->n_vocab, c->dim, c->ffn_dim, c->n_heads,
+                     c->n_kv_heads, c->head_dim, n_ctx, n_batch);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The n_bytes at p lie inside the region and p is a multiple of align (from the region start,
+ * which is page-aligned for a mapped file). */
+static int check_span(const er_weights *w, const void *p, size_t n_bytes, size_t align, const char *what, int l,
+                      char *err, size_t err_len) {
+    const uintptr_t start = (uintptr_t)w->region, at = (uintptr_t)p;
+    if (p && at >= start && at - start <= w->region_size && n_bytes <= w->region_size - (at - start) &&
+        (at - start) % align == 0)
+        return 1;
+    char where[48] = "";
+    if (l >= 0) snprintf(where, sizeof(where), "layer %d ", l);
+    const long long off = p && at >= start ? (long long)(at - start) : -1LL;
+    if (off >= 0 && (size_t)off <= w->region_size && n_bytes <= w->region_size - (size_t)off)
+        snprintf(err, err_len, "%s%s: offset %lld is not a multiple of %zu", where, what, off, align);
+    else
+        snprintf(err, err_len, "%s%s: %zu bytes at offset %lld do not fit the %zu-byte file", where, what, n_bytes,
+                 off, w->region_size);
+    return 0;
+}
+
+/* Bytes of a (rows, cols) embedding/head matrix; 0 for another type. */
+static size_t head_bytes(int type, size_t rows, size_t cols, int *ok) {
+    switch (type) {
+    case ER_TYPE_F32: return mul_size(rows, mul_size(cols, 4, ok), ok);
+    case ER_TYPE_F16: return mul_size(rows, mul_size(cols, 2, ok), ok);
+    case ER_TYPE_Q8_0: return mul_size(rows, mul_size(cols / ER_QK8_0, sizeof(er_block_q8_0), ok), ok);
+    case ER_TYPE_Q4_0: return mul_size(rows, mul_size(cols / ER_QK4_0, sizeof(er_block_q4_0), ok), ok);
+    }
+    *ok = 0;
+    return 0;
+}
+
+/* Every tensor the forward pass reads lies inside the region at the size the config implies.
+ * Runs after the shape checks, so the I2_S (rows, cols) equal the config's. */
+static int check_extents(const er_config *c, const er_weights *w, char *err, size_t err_len) {
+    if (!w->region || w->region_size == 0) {
+        snprintf(err, err_len, "no weight region (the mapped file) given");
+        return 0;
+    }
+    int ok = 1;
+    const size_t embd = head_bytes(w->tok_embd_type, c->n_vocab, c->dim, &ok);
+    const size_t head = head_bytes(w->output_type, c->n_vocab, c->dim, &ok);
+    if (!ok) {
+        snprintf(err, err_len, "token_embd/output: size overflows");
+        return 0;
+    }
+    const size_t f = sizeof(float);
+    if (!check_span(w, w->tok_embd, embd, w->tok_embd_type == ER_TYPE_F32 ? 4 : 2, "token_embd", -1, err, err_len) ||
+        !check_span(w, w->output, head, w->output_type == ER_TYPE_F32 ? 4 : 2, "output", -1, err, err_len) ||
+        !check_span(w, w->output_norm, f * (size_t)c->dim, f, "output_norm", -1, err, err_len))
+        return 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const er_layer_weights *L = &w->layers[l];
+        const er_i2s_tensor *proj[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        static const char *const proj_names[] = {"attn_q", "attn_k", "attn_v", "attn_output",
+                                                 "ffn_gate", "ffn_up", "ffn_down"};
+        if (!check_span(w, L->attn_norm, f * (size_t)c->dim, f, "attn_norm", l, err, err_len) ||
+            !check_span(w, L->attn_sub_norm, f * (size_t)c->dim, f, "attn_sub_norm", l, err, err_len) ||
+            !check_span(w, L->ffn_norm, f * (size_t)c->dim, f, "ffn_norm", l, err, err_len) ||
+            !check_span(w, L->ffn_sub_norm, f * (size_t)c->ffn_dim, f, "ffn_sub_norm", l, err, err_len))
+            return 0;
+        for (int i = 0; i < 7; i++) {
+            /* rows * cols <= ER_MAX_ELEMENTS (check_limits) */
+            const size_t row_bytes = proj[i]->type == ER_GGML_TYPE_TQ1_S ? (size_t)ER_TQ1_ROW_BYTES(proj[i]->cols)
+                                                                         : (size_t)proj[i]->cols / 4;
+            const size_t n = (size_t)proj[i]->rows * row_bytes;
+            if (!check_span(w, proj[i]->codes, n, 1, proj_names[i], l, err, err_len)) return 0;
+        }
+    }
+    return 1;
+}
+
 static void *alloc_state(er_engine *e, size_t n_bytes) {
     /* 64-byte aligned, zeroed */
     void *p = NULL;
@@ -40,6 +166,10 @@ int er_engine_create(er_engine **out, const er_config *cfg, const er_weights *w,
                      int n_ctx, int n_batch, int n_seq, int n_threads, char *err, size_t err_len) {
     *out = NULL;
     const er_config *c = cfg;
+    if (!cfg || !w || !kernels || !check_limits(c, n_ctx, n_batch, n_seq, n_threads, err, err_len)) {
+        if (!cfg || !w || !kernels) snprintf(err, err_len, "missing config, weights or kernels");
+        return ER_ERR_ARG;
+    }
     if (c->n_vocab < 1 || c->dim < 1 || c->n_layers < 1 || c->n_heads < 1 || c->n_kv_heads < 1 ||
         c->head_dim < 2 || c->head_dim % 2 != 0 || c->ffn_dim < 1 || c->n_heads % c->n_kv_heads != 0 ||
         c->dim % ER_I2S_GROUP != 0 || c->ffn_dim % ER_I2S_GROUP != 0 ||
@@ -83,6 +213,7 @@ int er_engine_create(er_engine **out, const er_config *cfg, const er_weights *w,
         snprintf(err, err_len, "n_heads * head_dim (%d) must equal dim (%d)", qd, c->dim);
         return ER_ERR_ARG;
     }
+    if (!check_extents(c, w, err, err_len)) return ER_ERR_ARG;
 
     er_engine *e = (er_engine *)calloc(1, sizeof(er_engine));
     if (!e) goto nomem;
@@ -123,8 +254,17 @@ int er_engine_create(er_engine **out, const er_config *cfg, const er_weights *w,
     e->head_xq = alloc_state(e, sizeof(er_block_q8_0) * head_rows * (c->dim / ER_QK8_0));
     e->tok_pos = alloc_state(e, sizeof(int32_t) * T);
     e->tok_seq = alloc_state(e, sizeof(int32_t) * T);
-    e->k_cache = alloc_state(e, sizeof(uint16_t) * (size_t)n_seq * c->n_layers * n_ctx * kvd);
-    e->v_cache = alloc_state(e, sizeof(uint16_t) * (size_t)n_seq * c->n_layers * n_ctx * kvd);
+    int kv_ok = 1; /* n_ctx * kvd <= ER_MAX_ELEMENTS (check_limits); n_seq and n_layers can still make it wrap */
+    const size_t kv_bytes = mul_size(mul_size(sizeof(uint16_t) * (size_t)n_ctx * kvd, (size_t)c->n_layers, &kv_ok),
+                                     (size_t)n_seq, &kv_ok);
+    if (!kv_ok) {
+        snprintf(err, err_len, "KV cache of %d sequences x %d layers x %d positions overflows", n_seq, c->n_layers,
+                 n_ctx);
+        er_engine_free(e);
+        return ER_ERR_NOMEM;
+    }
+    e->k_cache = alloc_state(e, kv_bytes);
+    e->v_cache = alloc_state(e, kv_bytes);
     if (!e->x || !e->xb || !e->q || !e->kv_new || !e->hb || !e->hb2 || !e->act_q || !e->act_s ||
         !e->acc || !e->att || !e->rope_cos || !e->rope_sin || !e->head_x || !e->head_xq || !e->tok_pos || !e->tok_seq || !e->k_cache ||
         !e->v_cache)
