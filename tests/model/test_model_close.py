@@ -61,6 +61,23 @@ def test_close_during_a_generation_raises_model_closed_in_the_generating_thread(
     assert "done" not in result
 
 
+def test_close_during_batched_generations_raises_model_closed_in_every_generating_thread(slow_model):
+    model = Model(slow_model, n_ctx=2048, n_threads=1, slots=2)
+    runs = [generate_in_thread(model, **LONG) for _ in range(2)]
+    deadline = time.monotonic() + 60
+    while any(r.get("chunks", 0) < 5 for _, r in runs):
+        assert time.monotonic() < deadline and all(t.is_alive() for t, _ in runs), runs
+        time.sleep(0.005)
+    model.close()
+    for t, result in runs:
+        t.join(10)
+        assert not t.is_alive()
+        assert isinstance(result.get("error"), ModelClosedError), result
+        assert "done" not in result
+    with pytest.raises(ModelClosedError):
+        model.create_completion("hello", max_tokens=2)
+
+
 def test_close_during_the_prompt_eval_raises_model_closed(slow_model):
     model = Model(slow_model, n_ctx=2048, n_threads=1)
     errors = []
