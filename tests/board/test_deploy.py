@@ -111,8 +111,8 @@ def test_render_unit_pins_rk3588_to_the_a76_cores(tmp_path):
 
 
 def test_render_unit_serial_with_mlock_and_awkward_paths(tmp_path):
-    pi3 = find_config("raspberry-pi-3")
-    config = DeviceConfig(**{**pi3.__dict__, "use_mlock": True,
+    zero = find_config("raspberry-pi-zero-2-w")  # serves serial
+    config = DeviceConfig(**{**zero.__dict__, "use_mlock": True,
                              "serial": SerialDefaults("/dev/ttyAMA0", 57600, True)})
     odd_dir = tmp_path / "with space and 100%"
     odd_dir.mkdir()

@@ -14,7 +14,7 @@ from edge_runtime.board.device_config import (
 from edge_runtime.board.memory import MemoryBudgetError, kv_cache_bytes, memory_guard, read_mem_available
 
 REPO = Path(__file__).resolve().parents[2]
-EXPECTED_BOARDS = {"raspberry-pi-5", "raspberry-pi-4", "raspberry-pi-3", "rk3588",
+EXPECTED_BOARDS = {"raspberry-pi-5", "raspberry-pi-4", "raspberry-pi-3", "raspberry-pi-zero-2-w", "rk3588",
                    "jetson-orin-nano", "android-termux", "generic-x86_64", "generic-arm"}
 
 # BitNet b1.58 2B4T (shared/FACTS.md)
@@ -57,7 +57,8 @@ def test_board_specific_values():
     assert configs["raspberry-pi-5"].kernel == "neon_dot"
     assert configs["raspberry-pi-4"].kernel == "neon"
     assert configs["raspberry-pi-3"].kernel == "neon"
-    assert "too small for 2B4T" in configs["raspberry-pi-3"].description
+    assert "too small for 2B4T" in configs["raspberry-pi-zero-2-w"].description
+    assert "tq1 + q4_0" in configs["raspberry-pi-3"].description
     assert configs["jetson-orin-nano"].threads == 6
     assert configs["generic-x86_64"].kernel == "auto"
     assert configs["raspberry-pi-5"].mqtt.host == "localhost"
@@ -260,7 +261,7 @@ BOARDS = {
 DETECTION_CASES = [
     ("pi5", "raspberry-pi-5", "brcm,bcm2712"),
     ("pi4", "raspberry-pi-4", "brcm,bcm2711"),
-    ("zero2w", "raspberry-pi-3", "raspberrypi,model-zero-2-w"),
+    ("zero2w", "raspberry-pi-zero-2-w", "raspberrypi,model-zero-2-w"),
     ("orangepi5", "rk3588", "rockchip,rk3588"),
     ("rock5b", "rk3588", "rockchip,rk3588"),
     ("jetson", "jetson-orin-nano", "nvidia,p3767-0005"),
@@ -345,7 +346,7 @@ def test_memory_guard_refuses_2b4t_on_a_pi_3_with_the_numbers():
     assert "n_ctx 4096" in message
     assert "scratch 64.0 MiB" in message
     assert "= 1496.0 MiB" in message
-    assert "the memory budget 384.0 MiB" in message and "MemAvailable 900.0 MiB" in message
+    assert "the memory budget 800.0 MiB" in message and "MemAvailable 900.0 MiB" in message
 
 
 def test_memory_guard_accepts_2b4t_on_a_pi_5_8gb():

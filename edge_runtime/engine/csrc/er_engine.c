@@ -118,6 +118,23 @@ static void split_rows(int rows, int ith, int nth, int *r0, int *r1) {
     *r1 = *r0 + chunk < rows ? *r0 + chunk : rows;
 }
 
+/* A few tokens (the decode steps of batched requests): each chunk of rows is read from memory once
+ * and run through the GEMV for every token while it is in cache. The GEMV and GEMM give the same
+ * int32, so a token's result does not depend on which path ran it. */
+#define ER_GEMV_BATCH_MAX 8
+#define ER_GEMV_CHUNK_ROWS 64 /* a multiple of ER_ROW_ALIGN; 64 rows of ffn_down (k 6912) are 108 KiB */
+
+static void gemv_tokens(const er_kernels *kern, int tq1, const uint8_t *wr, const int8_t *act_q, int32_t *acc,
+                        int ldo, int r0, int r1, int k, int T) {
+    const size_t row_bytes = tq1 ? (size_t)ER_TQ1_ROW_BYTES(k) : (size_t)k / 4;
+    const er_i2s_gemv_fn gemv = tq1 ? kern->tq1_gemv : kern->i2s_gemv;
+    for (int c0 = r0; c0 < r1; c0 += ER_GEMV_CHUNK_ROWS) {
+        const int n = r1 - c0 < ER_GEMV_CHUNK_ROWS ? r1 - c0 : ER_GEMV_CHUNK_ROWS;
+        const uint8_t *w = wr + (size_t)(c0 - r0) * row_bytes;
+        for (int t = 0; t < T; t++) gemv(w, act_q + (size_t)t * k, acc + (size_t)t * ldo + c0, n, k);
+    }
+}
+
 /* Up to three BitLinears that share one quantized input: out_m (T, rows_m) = W_m · act. */
 typedef struct {
     er_engine *e;
@@ -144,6 +161,8 @@ static void bitlinear_task(void *ctx, int ith, int nth) {
             int32_t *a = e->acc + j->acc_off[m];
             if (T == 1)
                 (tq1 ? e->k->tq1_gemv : e->k->i2s_gemv)(wr, e->act_q, a + r0, r1 - r0, k);
+            else if (T <= ER_GEMV_BATCH_MAX)
+                gemv_tokens(e->k, tq1, wr, e->act_q, a, W->rows, r0, r1, k, T);
             else
                 (tq1 ? e->k->tq1_gemm : e->k->i2s_gemm)(wr, e->act_q, k, a + r0, W->rows, r1 - r0, k, T);
             for (int t = 0; t < T; t++) {
