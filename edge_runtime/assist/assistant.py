@@ -89,6 +89,52 @@ def _number(v):
     return int(v) if float(v).is_integer() else round(float(v), 2)
 
 
+POLARITY_INTENTS = frozenset({"turn_on", "turn_off", "open", "close", "stop", "lock", "unlock"})
+PERCENT_INTENTS = ("brightness", "position", "fan_speed")   # one request form; the entity's domain picks
+
+
+def plan_slots(normalized: str, permitted: set, from_words: dict, from_model: dict | None) -> list[dict]:
+    """The slot sets to ground, in order, from the lexicon's reading and the model's.
+
+    The words decide where they can: a polarity verb with no number and no mode ("shut the side
+    gate") keeps the lexicon's intent first. Where they cannot (questions vs commands, a number or a
+    mode said), the model's intent goes first. A number may set a brightness, a position, a fan
+    speed or a temperature: the others (those its unit allows: "percent" no temperature, "degrees"
+    only a temperature) follow as fallbacks, so the entity found picks the meaning. The model's name
+    and area travel with every plan as evidence; its value and mode are copies from the request (its
+    schema allows nothing else). A question the model calls out of scope stays out of scope."""
+    ws = lexicon.words_of(normalized)
+    numbers = lexicon.numbers_in(normalized)
+    model_intent = from_model["intent"] if from_model and from_model["intent"] in permitted else None
+    if model_intent == "none" and permitted <= {"query", "none"}:
+        return [dict(from_words, intent="none")]
+    intents = [from_words["intent"]]
+    words_decide = from_words["intent"] in POLARITY_INTENTS and not numbers and not lexicon.mode_asked(ws)
+    if model_intent and model_intent != "none" and model_intent not in intents:
+        intents = intents + [model_intent] if words_decide else [model_intent] + intents
+    # a number's meaning follows the entity found, within what the unit said allows
+    family = [] if not numbers else list(PERCENT_INTENTS) if "percent" in ws else ["temperature"] if "degrees" in ws \
+        else list(PERCENT_INTENTS) + ["temperature"]
+    for word, only in (("brightness", "brightness"), ("speed", "fan_speed"), ("position", "position")):
+        if word in ws:
+            family = [only]         # the quantity said by name decides
+    if any(i in lexicon.VALUE_INTENTS for i in intents):
+        intents += [p for p in family if p in permitted and p not in intents]
+    # Home Assistant's convention: on/off said of a cover opens/closes it (same polarity, never the other)
+    for i, cover in (("turn_off", "close"), ("turn_on", "open")):
+        if i in intents and cover in permitted and cover not in intents:
+            intents.append(cover)
+    intents = [i for i in intents if i != "none"] or ["none"]
+    value = from_model.get("value") if from_model and from_model.get("value") is not None else (
+        numbers[-1] if numbers else None)
+    mode = lexicon.mode_asked(ws) or (from_model or {}).get("mode") or from_words.get("mode")
+    name = (from_model or {}).get("name")
+    area = (from_model or {}).get("area")
+    return [{"intent": i, "name": name, "area": area,
+             "value": value if i in lexicon.VALUE_INTENTS else None,
+             "mode": mode if i == "hvac_mode" else None} for i in intents if i in permitted]
+
+
 class Assistant:
     """Interprets requests against one home, and executes the results on it."""
 
@@ -117,7 +163,7 @@ class Assistant:
         """Whether the model fills the slots of a few fixed requests correctly."""
         for text, want in _PROBES:
             norm = lexicon.normalize(text)
-            got = self.slots_for(text, norm, lexicon.permitted_intents(text, norm))
+            got = self.slots_for(text, norm, lexicon.permitted_intents(text, norm), home_spans=False)
             if got is None or any(got.get(k) != v for k, v in want.items()):
                 return False
         return True
@@ -133,9 +179,13 @@ class Assistant:
         self.close()
 
     # -- step 2: the model fills the slots -------------------------------------------------------
-    def slots_for(self, text: str, normalized: str, permitted: set) -> dict | None:
+    def slots_for(self, text: str, normalized: str, permitted: set, home_spans: bool = True) -> dict | None:
+        """The model's slots for one request; with ``home_spans`` its name and area can only be spans
+        of the request that could name something in this home (resolve.name_spans / area_spans)."""
         ws = lexicon.words_of(normalized)
-        schema = slots.slot_schema(ws, lexicon.numbers_in(normalized), permitted)
+        names = resolve.name_spans(self.home, ws) if home_spans else None
+        areas = resolve.area_spans(self.home, ws) if home_spans else None
+        schema = slots.slot_schema(ws, lexicon.numbers_in(normalized), permitted, names=names, areas=areas)
         with self._lock:
             out = self.model.create_chat_completion(slots.messages(normalized), max_tokens=self.max_tokens,
                                                     temperature=0.0, repeat_penalty=1.0, json_schema=schema)
@@ -151,23 +201,25 @@ class Assistant:
         permitted = lexicon.permitted_intents(text, normalized)
         if self.grounding == "registry":
             return self._interpret_grounded(normalized, permitted)
+        from_words = rules.slots_from_words(normalized, permitted)
         got = self.slots_for(text, normalized, permitted) if self.grounding == "slots" else None
-        if got is None:         # a model without the slot contract: the words decide
-            got = rules.slots_from_words(normalized, permitted)
-        if got["intent"] not in permitted or got["intent"] == "none":
-            return _nothing("Sorry, I can't help with that.")
-        result = self.ground(text, normalized, permitted, got)
-        if result["action"] is None and (got.get("name") or got.get("area")) and "candidates" not in result:
-            # the copied spans found nothing: let the resolver read the whole request once more
-            retry = self.ground(text, normalized, permitted, dict(got, name=None, area=None))
-            if retry["action"] is not None:
-                return retry
-        return result
+        first = None
+        for k, plan in enumerate(plan_slots(normalized, permitted, from_words, got)):
+            if plan["intent"] == "none":
+                first = first or _nothing("Sorry, I can't help with that.")
+                continue
+            result = self.ground(text, normalized, permitted, plan)
+            if result["action"] is not None or (k == 0 and "candidates" in result):
+                return result       # the first reading's ambiguity is asked about, never guessed past
+            first = first or result
+        return first or _nothing("Sorry, I can't help with that.")
 
     def ground(self, text: str, normalized: str, permitted: set, got: dict) -> dict:
         """Steps 3-5: the slots, grounded in the home, as an action call (or the reason there is none)."""
         intent = got["intent"]
-        target = resolve.find(self.home, intent, got.get("name"), got.get("area"), text)
+        if intent not in permitted:
+            return _nothing("Sorry, I can't help with that.")
+        target = resolve.locate(self.home, intent, got.get("name"), got.get("area"), text)
         said = got.get("name") or got.get("area") or "that"
         if not target.entities:
             if target.problem == "no_area":
@@ -253,8 +305,9 @@ class Assistant:
                     return None, f"{_label([e])[0].upper()}{_label([e])[1:]} takes {_number(lo)} to {_number(hi)} degrees."
             return {"temperature": _number(value)}, None
         if intent == "hvac_mode":
-            mode = got.get("mode")
-            if mode not in lexicon.modes_in(lexicon.words_of(normalized)):
+            ws = lexicon.words_of(normalized)
+            mode = lexicon.mode_asked(ws) or got.get("mode")
+            if mode not in lexicon.modes_in(ws):
                 return None, "Which mode?"      # only a mode the request itself names
             for e in entities:
                 if mode not in e.modes:

@@ -41,10 +41,12 @@ CUES = {
     "on": ("on", "start", "enable", "activate", "light up", "illuminate", "power up", "fire up", "brighten"),
     "off": ("off", "disable", "deactivate", "kill", "cut the power", "power down", "shut down", "extinguish",
             "stop", "halt", "douse"),
-    "open": ("open", "raise", "lift", "roll up", "pull up", "draw back", "let in", "opening"),
-    "close": ("close", "shut", "lower", "roll down", "pull down", "closing"),
-    "lock": ("lock", "secure", "bolt", "latch", "relock"),
-    "unlock": ("unlock", "unbolt", "unlatch", "unsecure", "release the lock"),
+    "open": ("open", "raise", "lift", "roll up", "pull up", "draw back", "let in", "opening", "opened"),
+    "close": ("close", "shut", "lower", "roll down", "pull down", "closing", "closed"),
+    # a state word after the device ("get the door locked", "i need the door unlocked") asks for it too
+    "lock": ("lock", "secure", "bolt", "latch", "relock", "locked", "locking", "bolted", "secured"),
+    "unlock": ("unlock", "unbolt", "unlatch", "unsecure", "release the lock", "unlocked", "unlocking",
+               "unbolted"),
 }
 
 # the three contradicting pairs: an intent is barred when the request asks for its opposite
@@ -56,7 +58,8 @@ INTENT_CUE = {"turn_on": "on", "turn_off": "off", "open": "open", "close": "clos
 VALUE_INTENTS = ("brightness", "position", "fan_speed", "temperature")
 
 QUESTION_STARTS = frozenset({"is", "are", "was", "were", "what", "what's", "which", "how", "how's", "does",
-                             "do", "did", "has", "have", "who", "where", "why", "when", "whats", "tell", "check"})
+                             "do", "did", "has", "have", "who", "where", "why", "when", "whats", "tell", "check",
+                             "any", "some"})     # "any lights on upstairs", "some fans off in the loft"
 COMMAND_QUESTION_STARTS = frozenset({"can", "could", "would", "will", "please", "would you", "kindly"})
 
 MODE_WORDS = {"heat": ("heat", "heating", "warm", "warming"), "cool": ("cool", "cooling", "air conditioning"),
@@ -67,15 +70,17 @@ MODE_WORDS = {"heat": ("heat", "heating", "warm", "warming"), "cool": ("cool", "
 # words that say which kind of device is meant
 DOMAIN_WORDS = {
     "light": ("light", "lights", "lamp", "lamps", "bulb", "bulbs", "chandelier", "sconce", "sconces",
-              "lighting", "led", "leds", "strip", "spotlight", "spotlights", "spots", "downlights", "pendant"),
+              "lighting", "led", "leds", "strip", "strips", "spotlight", "spotlights", "spots", "downlight",
+              "downlights", "pendant", "pendants", "lantern", "lanterns", "fairy"),
     "switch": ("switch", "plug", "socket", "outlet", "relay", "power"),
     "fan": ("fan", "fans", "ventilator", "ventilation", "extractor"),
     "cover": ("blind", "blinds", "shade", "shades", "shutter", "shutters", "curtain", "curtains", "awning",
-              "garage", "gate", "door", "window", "cover", "roller", "louvre", "drapes"),
-    "lock": ("lock", "locks", "deadbolt", "latch", "door"),
+              "garage", "gate", "gates", "door", "doors", "window", "windows", "cover", "covers", "roller",
+              "louvre", "louvres", "drapes", "skylight", "skylights", "awnings"),
+    "lock": ("lock", "locks", "deadbolt", "deadbolts", "latch", "door", "doors"),
     "climate": ("thermostat", "heating", "heater", "heat", "ac", "air", "conditioner", "conditioning",
-                "climate", "hvac", "radiator", "temperature", "boiler", "heatpump"),
-    "sensor": ("sensor", "temperature", "humidity", "reading", "level", "battery", "power", "energy"),
+                "climate", "hvac", "radiator", "temperature", "temp", "boiler", "heatpump"),
+    "sensor": ("sensor", "temperature", "temp", "humidity", "reading", "level", "battery", "power", "energy"),
     "binary_sensor": ("sensor", "motion", "contact", "window", "door", "occupancy", "leak", "smoke"),
 }
 
@@ -198,7 +203,7 @@ def has_phrase(words: list[str], phrase: str) -> bool:
     return any(words[i:i + n] == p for i in range(len(words) - n + 1))
 
 
-_ON_VERBS = frozenset({"turn", "switch", "put", "flip", "power", "turned", "switched", "click", "keep", "leave",
+_ON_VERBS = frozenset({"turn", "switch", "put", "flip", "power", "turned", "switched", "click", "keep", "leave", "bring",
                        "get", "come", "go", "back", "it", "them", "everything", "all"})
 _DETERMINERS = frozenset({"the", "a", "an", "my", "our", "your", "this", "that", "top", "its", "their", "his", "her"})
 _LOCK_NOUN_BEFORE = frozenset({"the", "a", "an", "door", "front", "back", "side", "smart", "my", "our", "garage",
@@ -249,6 +254,36 @@ def is_question(raw_text: str, words: list[str]) -> bool:
 
 def modes_in(words: list[str]) -> set[str]:
     return {mode for mode, phrases in MODE_WORDS.items() if any(has_phrase(words, p) for p in phrases)}
+
+
+_MODE_BEFORE = frozenset({"to", "on", "in", "into", "onto", "at", "for"})
+
+
+def mode_asked(words: list[str]) -> str | None:
+    """The HVAC mode a request asks for, or None when it names no mode as one.
+
+    The longest mode phrase wins where phrases overlap ("heat and cool" is heat_cool, not heat); a
+    mode counts when it follows "to/on/in/into" or precedes "mode" ("put the ac on cool", "dry mode
+    on the boiler"), so "turn on the heating" names a device, not a mode."""
+    found = []
+    i = 0
+    while i < len(words):
+        best = None
+        for mode, phrases in MODE_WORDS.items():
+            for p in phrases:
+                n = len(p.split())
+                if words[i:i + n] == p.split() and (best is None or n > best[1]):
+                    best = (mode, n)
+        if best is None:
+            i += 1
+            continue
+        mode, n = best
+        before = words[i - 1] if i else None
+        after = words[i + n] if i + n < len(words) else None
+        if before in _MODE_BEFORE or after == "mode":
+            found.append(mode)
+        i += n
+    return found[-1] if found else None
 
 
 def permitted_intents(raw_text: str, normalized: str | None = None) -> set[str]:

@@ -11,6 +11,7 @@ Anything ambiguous or absent resolves to nothing: the assistant answers, it neve
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from edge_runtime.assist import lexicon
 
@@ -29,11 +30,16 @@ INTENT_DOMAINS = {
 STOPWORDS = frozenset({"the", "a", "an", "my", "our", "your", "in", "on", "of", "at", "to", "please", "all",
                        "every", "both", "and", "this", "that", "these", "those", "its", "it", "is", "are",
                        "upstairs", "downstairs", "room", "s", "'s"})
-ALL_WORDS = frozenset({"all", "every", "everything", "both", "each"})
+ALL_WORDS = frozenset({"all", "every", "everything", "both", "each", "anything", "everywhere", "house"})
 
 
 def words(text: str) -> list[str]:
-    return [w for w in lexicon.normalize(text).replace("'s", "").split() if w not in STOPWORDS]
+    return list(_words(text))
+
+
+@lru_cache(maxsize=8192)
+def _words(text: str) -> tuple:
+    return tuple(w for w in lexicon.normalize(text).replace("'s", "").split() if w not in STOPWORDS)
 
 
 def _stem(w: str) -> str:
@@ -57,6 +63,7 @@ def _edit_distance(a: str, b: str, limit: int) -> int:
     return prev[-1]
 
 
+@lru_cache(maxsize=65536)
 def word_match(a: str, b: str) -> bool:
     if a == b or _stem(a) == _stem(b):
         return True
@@ -137,10 +144,16 @@ def find(home, intent: str, name: str | None, area: str | None, text: str) -> Ta
     if area_w and not areas:
         return Target([], "no_area")
     if not name_w:
-        name_w = [w for w in all_w if w not in _VERB_WORDS and not w.replace(".", "").isdigit()]
+        # a verb-like word stays when it is a word of this home's names ("light", "back", "lock", "power"
+        # are cue words too); numbers stay: a name may hold one ("relay 2"), a value is only an extra word
+        named = _name_words(home)
+        name_w = [w for w in all_w if w not in _VERB_WORDS or w in named or _stem(w) in named]
         if areas:
             name_w = [w for w in name_w if not any(word_match(w, a) for a in area_w)]
-    found = _attempt(pool, name_w, area_w, areas, domains, all_w)
+        phrase = _device_phrase(home, lexicon.normalize(text).split())
+    else:
+        phrase = None
+    found = _attempt(pool, name_w, area_w, areas, domains, all_w, phrase)
     if found.entities and not found.problem:
         return found
     if not areas:
@@ -149,15 +162,71 @@ def find(home, intent: str, name: str | None, area: str | None, text: str) -> Ta
         for a in inner:
             aw = words(a)
             rest = [w for w in name_w if not any(word_match(w, x) for x in aw)]
-            again = _attempt(pool, rest, aw, [a], domains, all_w)
+            again = _attempt(pool, rest, aw, [a], domains, all_w, phrase)
             if again.entities and not again.problem:
                 return again
     return found
 
 
-def _attempt(pool, said, area_w, areas, domains, all_w) -> Target:
+_NOUN_BEFORE = frozenset({"the", "a", "an", "my", "our", "your", "this", "that", "these", "those", "every", "each",
+                          "all", "any", "some", "and", "both", "their"})
+
+
+def _device_phrase(home, ws: list[str]) -> list[str]:
+    """The words of a request that say what kind of device it means: each device word with the words
+    just before it that modify it ("every my foyer light" -> foyer light; "we're leaving now so
+    deactivate each lights" -> lights). A leading clause or a filler is not part of it, so it
+    does not stop a generic request from meaning every device of that kind."""
+    kinds = {w for ws_ in lexicon.DOMAIN_WORDS.values() for w in ws_}
+    named = _name_words(home)
+    out = []
+    for k, w in enumerate(ws):
+        if not (w in kinds or _stem(w) in kinds):
+            continue
+        if w in _VERB_WORDS and w not in named and not (k and ws[k - 1] in _NOUN_BEFORE):
+            continue        # "switch off the lamp": a verb; "every switch", "the power" are nouns
+        j, mods = k - 1, []
+        while j >= 0:
+            m = ws[j][:-2] if ws[j].endswith("'s") else ws[j]
+            if m in ALL_WORDS or m.replace(".", "").isdigit() or (m in _FUNCTION_WORDS and m not in named):
+                break
+            mods.insert(0, m)
+            j -= 1
+        out += mods + [w]
+    return out
+
+
+# cover words that name one kind of cover: a generic "shade" is not a garage door
+_COVER_CLASS_WORDS = {"blind": "blind", "blinds": "blind", "shade": "shade", "shades": "shade", "shutter": "shutter",
+                      "shutters": "shutter", "curtain": "curtain", "curtains": "curtain", "drapes": "curtain",
+                      "awning": "awning", "awnings": "awning", "garage": "garage", "gate": "gate", "gates": "gate",
+                      "window": "window", "windows": "window", "skylight": "window", "skylights": "window",
+                      "door": "door", "doors": "door"}
+
+
+_WAYS_IN = frozenset({"garage", "gate", "door"})
+
+
+def _class_fits(entity, content) -> bool:
+    """Whether a cover's device class agrees with the cover word said (an unclassed cover always does).
+
+    Window coverings (blinds, shades, shutters, curtains, awnings, windows) stand in for each other;
+    a way in (garage door, gate, door) is only meant when one is said, and is never a window covering."""
+    if entity.domain != "cover" or not entity.device_class:
+        return True
+    said = {_COVER_CLASS_WORDS[w] for w in content if w in _COVER_CLASS_WORDS}
+    if not said:
+        return True
+    return (entity.device_class in _WAYS_IN) == bool(said & _WAYS_IN)
+
+
+def _attempt(pool, said, area_w, areas, domains, all_w, phrase=None) -> Target:
+    """Entities named by the words ``said``; with ``phrase`` (the request's device phrase,
+    ``_device_phrase``) a generic request is read from that phrase rather than from every word said."""
     def in_area(e):
         return not areas or e.area in areas
+
+    query = "sensor" in domains          # a question may be about every device of a kind
 
     candidates = []
     for e in pool:
@@ -174,7 +243,14 @@ def _attempt(pool, said, area_w, areas, domains, all_w) -> Target:
             best = score if best is None or score > best else best
         if best and best[0] == 1.0:
             candidates.append((best, e))
-    generic = _generic(said)
+    # a value said names nothing, and "everything" / "anything" in an area means the area's devices
+    content = [w for w in said if not w.replace(".", "").isdigit() and w not in _FUNCTION_WORDS]
+    if phrase is not None:
+        content = [w for w in phrase if w in content and not any(word_match(w, a) for a in area_w)] or (
+            [] if areas and all(w in ALL_WORDS for w in content) else content)
+    generic = _generic(content)
+    if areas and content and all(w in ALL_WORDS for w in content):
+        content = []
     if candidates:
         candidates.sort(key=lambda c: c[0], reverse=True)
         top = candidates[0][0]
@@ -186,11 +262,138 @@ def _attempt(pool, said, area_w, areas, domains, all_w) -> Target:
             if any(w in ALL_WORDS for w in all_w):
                 return Target(tied)
             return Target(tied, "ambiguous")
-    if generic or not said:
-        kinds = _domains_of(said, domains)
-        group = [e for e in pool if e.domain in kinds and in_area(e)]
-        if group and (areas or len(group) == 1 or any(w in ALL_WORDS for w in all_w)):
+    if generic or not content:
+        named_kinds = lexicon.domains_named(content) | lexicon.domains_named([_stem(w) for w in content])
+        if named_kinds and not named_kinds & set(domains):
+            return Target([], "no_device")      # "the door" is no light, whatever the verb
+        kinds = _domains_of(content, domains)
+        group = [e for e in pool if e.domain in kinds and in_area(e) and _class_fits(e, content)]
+        if group and (areas or len(group) == 1 or any(w in ALL_WORDS for w in all_w) or query):
             return Target(group)
         if len(group) > 1:
             return Target(group, "ambiguous")
     return Target([], "no_device")
+
+
+# -- the request's own spans, as the slot schema offers them ------------------------------------------
+
+_FILLER_WORDS = frozenset({"now", "for", "still", "just", "right", "there", "here", "again", "thanks", "thank",
+                           "okay", "hey", "uh", "um", "uhh", "hmm", "er", "erm", "when", "if", "with", "so",
+                           "then", "too", "guests", "quickly", "sec", "like", "where", "let's", "let", "bring",
+                           "some", "any", "many", "much", "how", "what", "what's", "which", "who", "whether",
+                           "did", "do", "does", "was", "were", "has", "have", "had", "leave", "left", "keep",
+                           "know", "tell", "check", "status", "state", "increase", "decrease", "reduce",
+                           "bump", "run", "across", "around", "throughout", "from", "by", "into", "onto",
+                           "house", "home", "place", "everywhere", "our", "my", "i'd", "i'm", "i've", "it's",
+                           "we're", "you're", "that's", "there's", "we'd", "i'll"})
+_FUNCTION_WORDS = STOPWORDS | _VERB_WORDS | _FILLER_WORDS
+
+
+def _name_words(home) -> set:
+    """The words of this home's entity names and areas."""
+    out = set()
+    for e in home:
+        for label in (e.name, e.friendly_name, e.area):
+            if label:
+                out.update(_words(label))
+    return out
+
+
+def vocabulary(home) -> frozenset:
+    """Every word that names something in this home: its entities' names, its areas, the device words."""
+    return frozenset(_name_words(home) | {w for ws in lexicon.DOMAIN_WORDS.values() for w in ws})
+
+
+def _known(word: str, vocab: frozenset) -> bool:
+    w = word[:-2] if word.endswith("'s") else word
+    if w in vocab or _stem(w) in vocab:
+        return True
+    if w.isdigit() or len(w) < 4:
+        return False
+    # a slip of a known word (a dropped letter, a homophone's spelling): same first or last letter
+    return any(word_match(w, v) for v in vocab if abs(len(v) - len(w)) <= 2 and (v[0] == w[0] or v[-1] == w[-1]))
+
+
+def name_spans(home, ws: list[str], max_words: int = 6) -> list[str]:
+    """The spans of the request that could name a device of this home (or one it lacks).
+
+    A span ends on a word that names something here (a device word, a word of an entity's name or an
+    area, allowing for slips) and starts on such a word or on a content word ("porch light" stays
+    offered in a home without a porch, so a missing device is still copied and found missing);
+    spans that start or end on a verb, a filler or a preposition ("machine off now", "for the guests")
+    are not offered."""
+    vocab = vocabulary(home)
+    named = _name_words(home)
+    known = [_known(w, vocab) for w in ws]
+    # a verb, filler or preposition may sit inside a span only when this home's names use it
+    plain = [w not in _FUNCTION_WORDS or w in named or (w.endswith("'s") and w[:-2] in named) for w in ws]
+    out, seen = [], set()
+    for i in range(len(ws)):
+        if not plain[i] or ws[i].replace(".", "").isdigit():
+            continue
+        for j in range(i, min(len(ws), i + max_words)):
+            if not plain[j]:
+                break
+            if not known[j]:
+                continue
+            span = " ".join(ws[i:j + 1])
+            if span not in seen:
+                seen.add(span)
+                out.append(span)
+    return out
+
+
+def area_spans(home, ws: list[str], max_words: int = 4) -> list[str]:
+    """The spans of the request that name one of this home's areas (allowing for slips)."""
+    areas = [list(_words(a)) for a in home.areas()]
+    out = []
+    for i in range(len(ws)):
+        if ws[i] in STOPWORDS:
+            continue
+        for j in range(i + 1, min(len(ws), i + max_words) + 1):
+            if ws[j - 1] in STOPWORDS and ws[j - 1] != "room":
+                continue
+            span = " ".join(ws[i:j])
+            sw = list(_words(span))
+            if sw and span not in out and any(aw and coverage(aw, sw) == 1.0 and extra(sw, aw) == 0 for aw in areas):
+                out.append(span)
+    return out
+
+
+# -- the whole request and the model's spans, together ------------------------------------------------
+
+def _ids(target: Target) -> set:
+    return {e.entity_id for e in target.entities}
+
+
+def _said_by_request(entity, all_w: list[str]) -> bool:
+    """Whether the request's own words cover one of the entity's names (fuzzily) or its area."""
+    for label in (entity.name, entity.friendly_name):
+        lw = list(_words(label or ""))
+        if lw and coverage(lw, all_w) == 1.0:
+            return True
+    return False
+
+
+def locate(home, intent: str, name: str | None, area: str | None, text: str) -> Target:
+    """The entities a request means, scored on the whole request, with the model's spans as evidence.
+
+    The whole request is grounded first (every entity's names against every word said). The model's
+    name and area then only decide between what the request itself leaves open: they pick among the
+    candidates of an ambiguous request, and they are taken alone only when the request's own words
+    also name what they found. So a mangled span cannot steer the command to a device the request
+    does not name, and a good span settles "which one"."""
+    whole = find(home, intent, None, None, text)
+    if not (name or area):
+        return whole
+    said = find(home, intent, name, area, text)
+    said_ok = bool(said.entities) and not said.problem
+    if whole.entities and not whole.problem:
+        return whole
+    if whole.problem == "ambiguous":
+        return said if said_ok and _ids(said) <= _ids(whole) else whole
+    all_w = words(text)
+    if said_ok and all(_said_by_request(e, all_w) or (e.area and coverage(list(_words(e.area)), all_w) == 1.0)
+                       for e in said.entities):
+        return said
+    return whole

@@ -34,7 +34,11 @@ def slots_from_words(normalized: str, permitted: set) -> dict:
         intent = "position"
     elif has_number and ok("fan_speed") and "fan" in kinds:
         intent = "fan_speed"
-    elif ok("hvac_mode") and "mode" in words and lexicon.modes_in(words):
+    elif has_number and ok("brightness") and "percent" in words:
+        intent = "brightness"       # a percentage with no device word: the entity found picks (assistant.plan_slots)
+    elif has_number and ok("temperature") and not cues:
+        intent = "temperature"      # a bare number for a named place or device ("set the lounge to 21")
+    elif ok("hvac_mode") and lexicon.mode_asked(words):
         intent = "hvac_mode"
     else:
         for cue, i in (("unlock", "unlock"), ("lock", "lock"), ("open", "open"), ("close", "close")):
@@ -42,7 +46,8 @@ def slots_from_words(normalized: str, permitted: set) -> dict:
                 intent = i
                 break
         else:
-            if "off" in cues and "stop" in words and "cover" in kinds and ok("stop"):
+            # "stop" acts by the entity found: a cover stops, a light or fan goes off (assistant.ACTIONS)
+            if "off" in cues and {"stop", "halt"} & set(words) and ok("stop"):
                 intent = "stop"
             elif "off" in cues and ok("turn_off"):
                 intent = "turn_off"
@@ -53,5 +58,5 @@ def slots_from_words(normalized: str, permitted: set) -> dict:
         value = lexicon.numbers_in(normalized)[-1]
     mode = None
     if intent == "hvac_mode":
-        mode = sorted(lexicon.modes_in(words))[0]
+        mode = lexicon.mode_asked(words)
     return {"intent": intent, "name": None, "area": None, "value": value, "mode": mode}

@@ -101,16 +101,27 @@ def spans(words: list[str], max_words: int = MAX_SPAN_WORDS) -> list[str]:
     return out
 
 
-def slot_schema(words: list[str], numbers: list[float], intents) -> dict:
-    """The JSON Schema that confines a reply to copies from this request and to permitted intents."""
+def slot_schema(words: list[str], numbers: list[float], intents, names=None, areas=None) -> dict:
+    """The JSON Schema that confines a reply to copies from this request and to permitted intents.
+
+    ``names`` / ``areas``, when given, narrow the name and area enums further to those spans of the
+    request (the assistant passes the spans that could name something in its home,
+    ``resolve.name_spans`` / ``resolve.area_spans``); each must be a span of ``words``."""
     span_list = spans(words)
+    offered = set(span_list)
+    for given in (names, areas):
+        bad = [x for x in given or () if x not in offered]
+        if bad:
+            raise ValueError(f"slot_schema: {bad[0]!r} is not a span of the request {' '.join(words)!r}")
+    name_list = span_list if names is None else list(names)
+    area_list = span_list if areas is None else list(areas)
     nums = sorted({int(n) if float(n).is_integer() else float(n) for n in numbers})
     return {
         "type": "object",
         "properties": {
             "intent": {"enum": [i for i in INTENTS if i in set(intents)]},
-            "name": {"enum": span_list + [None]} if span_list else {"const": None},
-            "area": {"enum": span_list + [None]} if span_list else {"const": None},
+            "name": {"enum": name_list + [None]} if name_list else {"const": None},
+            "area": {"enum": area_list + [None]} if area_list else {"const": None},
             "value": {"enum": nums + [None]},
             "mode": {"enum": list(MODES) + [None]},
         },

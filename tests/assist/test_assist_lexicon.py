@@ -115,3 +115,22 @@ def test_slot_json_round_trip():
     assert slots.slot_json({"intent": "none"}) == '{"intent":"none","name":null,"area":null,"value":null,"mode":null}'
     assert slots.parse_slots('{"intent":"explode"}') is None
     assert slots.parse_slots("not json") is None
+
+
+@pytest.mark.parametrize("text, asked", [
+    ("get the side gate locked", "lock"), ("the front door needs locking", "lock"),
+    ("i need the patio door unlocked", "unlock"), ("the garage door closed now please", "close"),
+    ("i want the blinds opened", "open"),
+])
+def test_a_state_word_after_the_device_asks_for_that_state(text, asked):
+    permitted = lexicon.permitted_intents(text)
+    assert asked in permitted and OPPOSITE[asked] not in permitted, sorted(permitted)
+
+
+@pytest.mark.parametrize("text, mode", [
+    ("i want the thermostat on heat", "heat"), ("put the boiler in heat and cool mode", "heat_cool"),
+    ("switch the heating to cool", "cool"), ("dry mode on the ac please", "dry"), ("set the hvac to off", "off"),
+    ("turn on the heating", None), ("turn the heating off", None), ("it's cooling down, close the blinds", None),
+])
+def test_the_mode_asked_is_the_one_said_as_a_mode(text, mode):
+    assert lexicon.mode_asked(lexicon.normalize(text).split()) == mode
