@@ -10,9 +10,14 @@ How one request goes (each step can only narrow what the next may do):
 1. ``lexicon.normalize`` spells the request canonically; ``lexicon.permitted_intents`` decides from its
    verbs alone which intents the reply may take (never the opposite of what was asked).
 2. The model fills the slots (slots.py), constrained by a JSON Schema built for this request: the
-   intent is one of the permitted ones, the name and area are spans of the request, the value one of
-   its numbers. It cannot name an entity, invent a number or flip a verb.
-3. ``resolve.find`` grounds the spans in the registry; nothing found or ambiguous -> no action.
+   intent is one of the permitted ones, the name and area are spans of the request that could name
+   something in this home (``resolve.name_spans`` / ``area_spans``), the value one of its numbers. It
+   cannot name an entity, invent a number or flip a verb.
+   ``plan_slots`` then orders the readings to try: the lexicon's intent first where the words decide
+   (a polarity verb, no number, no mode), the model's first where they do not; a number's meaning
+   (brightness, position, fan speed, temperature) follows the entity found.
+3. ``resolve.locate`` grounds each reading: every entity is scored against the whole request, the
+   model's spans only settle what the request leaves open; nothing found or ambiguous -> no action.
 4. The intent and the entity's domain give the action (``ACTIONS``); the action is checked against the
    permitted intents once more, and the data against the entity's ranges.
 5. Unlocking, opening a garage door or gate, and disarming carry ``"confirm": true``;
@@ -232,6 +237,9 @@ class Assistant:
         if intent == "query":
             return {"action": "query", "entity_id": self._ids(entities),
                     "reply": " ".join(describe(e) for e in entities)}
+        feature = {"brightness": "brightness", "position": "position", "fan_speed": "percentage"}.get(intent)
+        if feature and len(entities) > 1 and any(e.supports(feature) for e in entities):
+            entities = [e for e in entities if e.supports(feature)]   # an area's dimmable lights, as HA does
         kinds = {e.domain for e in entities}
         if len(kinds) > 1:
             # an area-wide command acts on one kind of device; prefer what the words named

@@ -206,6 +206,7 @@ def has_phrase(words: list[str], phrase: str) -> bool:
 _ON_VERBS = frozenset({"turn", "switch", "put", "flip", "power", "turned", "switched", "click", "keep", "leave", "bring",
                        "get", "come", "go", "back", "it", "them", "everything", "all"})
 _DETERMINERS = frozenset({"the", "a", "an", "my", "our", "your", "this", "that", "top", "its", "their", "his", "her"})
+_PRONOUN_BE = frozenset({"i'm", "we're", "you're", "he's", "she's", "they're", "im"})
 _LOCK_NOUN_BEFORE = frozenset({"the", "a", "an", "door", "front", "back", "side", "smart", "my", "our", "garage",
                                "gate", "patio", "this", "that", "bike", "main", "entry", "cellar", "shed", "deck"})
 
@@ -216,6 +217,8 @@ def _is_cue(words: list[str], i: int, word: str) -> bool:
     after = words[i + 1] if i + 1 < len(words) else None
     if word == "on":      # "turn on the lamp" / "lamp on" are cues; "the lamp on the desk" is a place
         return before in _ON_VERBS or after not in _DETERMINERS
+    if word == "off" and before in _PRONOUN_BE:     # "i'm off to work" says where someone goes
+        return False
     if word == "shut":    # "shut off" / "shut down" are off, not close
         return after not in ("off", "down")
     if word in ("lock", "latch", "bolt"):   # "lock the door" is a cue, "the front door lock" a noun

@@ -101,6 +101,7 @@ def extra(said: list[str], name_words: list[str]) -> int:
 class Target:
     entities: list            # the Entity records meant (several for an area-wide command)
     problem: str | None = None  # why nothing was found, for the reply
+    group: bool = False       # every device of a kind (no name matched), rather than named ones
 
 
 def _generic(said: list[str]) -> bool:
@@ -154,11 +155,11 @@ def find(home, intent: str, name: str | None, area: str | None, text: str) -> Ta
     else:
         phrase = None
     found = _attempt(pool, name_w, area_w, areas, domains, all_w, phrase)
-    if found.entities and not found.problem:
+    inner = _area_matches(home, name_w) if not areas else []
+    if found.entities and not found.problem and not (found.group and inner):
         return found
     if not areas:
         # the area said inside the name ("the kitchen light"): try it as an area
-        inner = _area_matches(home, name_w)
         for a in inner:
             aw = words(a)
             rest = [w for w in name_w if not any(word_match(w, x) for x in aw)]
@@ -205,6 +206,17 @@ _COVER_CLASS_WORDS = {"blind": "blind", "blinds": "blind", "shade": "shade", "sh
 
 
 _WAYS_IN = frozenset({"garage", "gate", "door"})
+# light words that name one kind of fitting: a generic "chandelier" means only chandeliers
+_FITTING_WORDS = frozenset({"chandelier", "chandeliers", "sconce", "sconces", "pendant", "pendants", "spotlight",
+                            "spotlights", "spots", "downlight", "downlights", "strip", "strips", "led", "leds",
+                            "lantern", "lanterns", "fairy"})
+
+
+def _kind_fits(entity, head) -> bool:
+    """Whether an entity is of the fitting the head noun names ("the chandeliers" are not every light)."""
+    if not head or head[0] not in _FITTING_WORDS:
+        return True
+    return any(word_match(head[0], w) for label in (entity.name, entity.friendly_name) for w in _words(label or ""))
 
 
 def _class_fits(entity, content) -> bool:
@@ -263,13 +275,16 @@ def _attempt(pool, said, area_w, areas, domains, all_w, phrase=None) -> Target:
                 return Target(tied)
             return Target(tied, "ambiguous")
     if generic or not content:
-        named_kinds = lexicon.domains_named(content) | lexicon.domains_named([_stem(w) for w in content])
+        # the head noun (the last device word) says the kind: a "lantern extractor" is a fan
+        head = [w for w in content if lexicon.domains_named([w, _stem(w)])][-1:]
+        named_kinds = lexicon.domains_named(head + [_stem(w) for w in head])
         if named_kinds and not named_kinds & set(domains):
             return Target([], "no_device")      # "the door" is no light, whatever the verb
-        kinds = _domains_of(content, domains)
-        group = [e for e in pool if e.domain in kinds and in_area(e) and _class_fits(e, content)]
+        kinds = _domains_of(head or content, domains)
+        group = [e for e in pool if e.domain in kinds and in_area(e) and _class_fits(e, content)
+                 and _kind_fits(e, head)]
         if group and (areas or len(group) == 1 or any(w in ALL_WORDS for w in all_w) or query):
-            return Target(group)
+            return Target(group, group=True)
         if len(group) > 1:
             return Target(group, "ambiguous")
     return Target([], "no_device")
@@ -285,7 +300,7 @@ _FILLER_WORDS = frozenset({"now", "for", "still", "just", "right", "there", "her
                            "know", "tell", "check", "status", "state", "increase", "decrease", "reduce",
                            "bump", "run", "across", "around", "throughout", "from", "by", "into", "onto",
                            "house", "home", "place", "everywhere", "our", "my", "i'd", "i'm", "i've", "it's",
-                           "we're", "you're", "that's", "there's", "we'd", "i'll"})
+                           "we're", "you're", "that's", "there's", "we'd", "i'll", "current", "currently"})
 _FUNCTION_WORDS = STOPWORDS | _VERB_WORDS | _FILLER_WORDS
 
 

@@ -144,6 +144,22 @@ def _with_absent(rng: random.Random, home: homes.RandomHome, kind: str) -> homes
     return homes.RandomHome(home.split, home.seed, home.areas, [absent])
 
 
+FEATURE_OF_INTENT = {"brightness": ("light", "brightness"), "position": ("cover", "position"),
+                     "fan_speed": ("fan", "percentage")}
+
+
+def _capable(home: homes.RandomHome, intent: str, device, area) -> bool:
+    """Whether the device named (or, for a whole-area request, some device of the area) has the
+    feature a value intent sets: a light without a brightness topic cannot be dimmed."""
+    if intent not in FEATURE_OF_INTENT:
+        return True
+    domain, feature = FEATURE_OF_INTENT[intent]
+    if device is not None:
+        return feature in device.features
+    return any(d.domain == domain and feature in d.features and (area is None or d.area == area)
+               for d in home.devices)
+
+
 def valid(ex: Example) -> bool:
     """The reply parses, fits the request's own schema, and its intent is permitted for the raw text."""
     import jsonschema
@@ -200,6 +216,8 @@ def example(split: str, seed: int, index: int, kind: str | None = None, noisy: b
         raw, norm, got_slots = realized
         if missing and not got_slots.get("name"):
             continue                   # the absent device must be named, not just its area
+        if not missing and not _capable(home, intent, device, got_slots.get("area")):
+            continue                   # a request asks only what the home's device can do
         if rng.random() < 0.3:
             raw = raw[:1].upper() + raw[1:] + rng.choice((".", "!", "", "?" if intent == "query" else "."))
             norm = lexicon.normalize(raw)
