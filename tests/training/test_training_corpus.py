@@ -170,3 +170,22 @@ def test_generate_rejects_bad_arguments(args, field):
         corpus.generate(*args)
     with pytest.raises(ValueError, match="kind"):
         corpus.generate("train", 3, 0, kinds=("on_off", "weather"))
+
+
+def test_value_requests_name_devices_that_have_the_feature():
+    # a held-out request to dim a light without a brightness topic would score a correct refusal as a miss
+    seen = 0
+    for kind in ("brightness", "position", "fan_speed"):
+        for i in range(30):
+            ex = corpus.example("heldout", 4, i, kind=kind)
+            domain, feature = corpus.FEATURE_OF_INTENT[ex.slots["intent"]] if ex.slots["intent"] in \
+                corpus.FEATURE_OF_INTENT else (None, None)
+            if ex.missing or feature is None:
+                continue
+            if ex.device is not None:
+                assert feature in ex.device.features, (ex.text, ex.device)
+            else:
+                assert any(d.domain == domain and feature in d.features and d.area == ex.slots["area"]
+                           for d in ex.home.devices), ex.text
+            seen += 1
+    assert seen >= 60
