@@ -95,6 +95,8 @@ def _number(v):
 
 
 POLARITY_INTENTS = frozenset({"turn_on", "turn_off", "open", "close", "stop", "lock", "unlock"})
+SAME_POLARITY = {"turn_on": ("turn_on", "open"), "open": ("open", "turn_on"), "turn_off": ("turn_off", "close", "stop"),
+                 "close": ("close", "turn_off"), "stop": ("stop", "turn_off"), "lock": ("lock",), "unlock": ("unlock",)}
 PERCENT_INTENTS = ("brightness", "position", "fan_speed")   # one request form; the entity's domain picks
 
 
@@ -107,14 +109,18 @@ def plan_slots(normalized: str, permitted: set, from_words: dict, from_model: di
     speed or a temperature: the others (those its unit allows: "percent" no temperature, "degrees"
     only a temperature) follow as fallbacks, so the entity found picks the meaning. The model's name
     and area travel with every plan as evidence; its value and mode are copies from the request (its
-    schema allows nothing else). A question the model calls out of scope stays out of scope."""
+    schema allows nothing else). A question the model calls out of scope is answered only
+    about a device the request names (``Assistant.interpret``)."""
     ws = lexicon.words_of(normalized)
     numbers = lexicon.numbers_in(normalized)
     model_intent = from_model["intent"] if from_model and from_model["intent"] in permitted else None
-    if model_intent == "none" and permitted <= {"query", "none"}:
-        return [dict(from_words, intent="none")]
     intents = [from_words["intent"]]
-    words_decide = from_words["intent"] in POLARITY_INTENTS and not numbers and not lexicon.mode_asked(ws)
+    words_decide = (from_words["intent"] in POLARITY_INTENTS and not numbers and not lexicon.mode_asked(ws)) \
+        or from_words["intent"] == "hvac_mode"          # a mode said as one ("on heating") is a mode
+    if model_intent == "query" and from_words["intent"] not in ("query", "none"):
+        words_decide = True         # a command the words read is not answered with a state
+    if words_decide and model_intent not in SAME_POLARITY.get(from_words["intent"], (from_words["intent"],)):
+        model_intent = None         # after a polarity verb, only a reading of the same polarity
     if model_intent and model_intent != "none" and model_intent not in intents:
         intents = intents + [model_intent] if words_decide else [model_intent] + intents
     # a number's meaning follows the entity found, within what the unit said allows
@@ -125,6 +131,10 @@ def plan_slots(normalized: str, permitted: set, from_words: dict, from_model: di
             family = [only]         # the quantity said by name decides
     if any(i in lexicon.VALUE_INTENTS for i in intents):
         intents += [p for p in family if p in permitted and p not in intents]
+    elif intents == ["none"] and numbers and not lexicon.cues_in(ws):
+        # a number with no device word and no verb ("set the lounge to 21", "the skylight to 40 percent"):
+        # each value reading its unit allows, the entity found deciding
+        intents += [p for p in family if p in permitted]
     # Home Assistant's convention: on/off said of a cover opens/closes it (same polarity, never the other)
     for i, cover in (("turn_off", "close"), ("turn_on", "open")):
         if i in intents and cover in permitted and cover not in intents:
@@ -209,8 +219,14 @@ class Assistant:
         from_words = rules.slots_from_words(normalized, permitted)
         got = self.slots_for(text, normalized, permitted) if self.grounding == "slots" else None
         first = None
+        doubted = bool(got) and got["intent"] == "none" and permitted <= {"query", "none"}
         for k, plan in enumerate(plan_slots(normalized, permitted, from_words, got)):
             if plan["intent"] == "none":
+                first = first or _nothing("Sorry, I can't help with that.")
+                continue
+            if doubted and resolve.locate(self.home, plan["intent"], None, None, text).group:
+                # the model calls the question out of scope and the words name no device, only a
+                # kind ("what does a thermostat do"): nothing to answer
                 first = first or _nothing("Sorry, I can't help with that.")
                 continue
             result = self.ground(text, normalized, permitted, plan)

@@ -258,8 +258,9 @@ def _attempt(pool, said, area_w, areas, domains, all_w, phrase=None) -> Target:
     # a value said names nothing, and "everything" / "anything" in an area means the area's devices
     content = [w for w in said if not w.replace(".", "").isdigit() and w not in _FUNCTION_WORDS]
     if phrase is not None:
+        # (a temperature or mode for a room with no device word is for the room's climate)
         content = [w for w in phrase if w in content and not any(word_match(w, a) for a in area_w)] or (
-            [] if areas and all(w in ALL_WORDS for w in content) else content)
+            [] if areas and (all(w in ALL_WORDS for w in content) or set(domains) == {"climate"}) else content)
     generic = _generic(content)
     if areas and content and all(w in ALL_WORDS for w in content):
         content = []
@@ -405,10 +406,11 @@ def locate(home, intent: str, name: str | None, area: str | None, text: str) -> 
     said_ok = bool(said.entities) and not said.problem
     if whole.entities and not whole.problem:
         return whole
+    if said.problem == "no_area":
+        return said             # an area said that the home lacks: say so rather than ask which device
     if whole.problem == "ambiguous":
         return said if said_ok and _ids(said) <= _ids(whole) else whole
     all_w = words(text)
-    if said_ok and all(_said_by_request(e, all_w) or (e.area and coverage(list(_words(e.area)), all_w) == 1.0)
-                       for e in said.entities):
+    if said_ok and all(_said_by_request(e, all_w) for e in said.entities):
         return said
     return whole

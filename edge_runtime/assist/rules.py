@@ -34,10 +34,6 @@ def slots_from_words(normalized: str, permitted: set) -> dict:
         intent = "position"
     elif has_number and ok("fan_speed") and "fan" in kinds:
         intent = "fan_speed"
-    elif has_number and ok("brightness") and "percent" in words:
-        intent = "brightness"       # a percentage with no device word: the entity found picks (assistant.plan_slots)
-    elif has_number and ok("temperature") and not cues:
-        intent = "temperature"      # a bare number for a named place or device ("set the lounge to 21")
     elif ok("hvac_mode") and lexicon.mode_asked(words):
         intent = "hvac_mode"
     else:

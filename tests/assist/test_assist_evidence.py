@@ -167,9 +167,13 @@ def test_plans_take_the_model_where_the_words_do_not_decide(scripted, text, mode
         assert r.get("data") == data, r
 
 
-def test_a_question_the_model_calls_out_of_scope_stays_out_of_scope(scripted):
+def test_a_question_the_model_calls_out_of_scope_is_answered_only_about_a_named_device(scripted):
     scripted.reply = _reply(intent="none")
-    assert scripted.interpret("what does a thermostat do?")["action"] is None
+    # the words name only a kind of device: the model's "out of scope" stands
+    assert scripted.interpret("what does a radiator do?")["action"] is None
+    # the words name a device of this home: the question is answered about it
+    r = scripted.interpret("have i locked the side gate")
+    assert r["action"] == "query" and r["entity_id"] == "lock.side_gate", r
 
 
 REQUESTS = ["lock the side gate", "unlock the side gate", "get the side gate locked", "i need the side gate unlocked",
