@@ -131,6 +131,10 @@ def plan_slots(normalized: str, permitted: set, from_words: dict, from_model: di
             family = [only]         # the quantity said by name decides
     if any(i in lexicon.VALUE_INTENTS for i in intents):
         intents += [p for p in family if p in permitted and p not in intents]
+    elif "percent" in ws and intents[0] in POLARITY_INTENTS:
+        # a percentage with a verb but no device word the lexicon knows ("the golden curains at 75 percent
+        # open"): the value readings first, the verb's own after
+        intents = [p for p in family if p in permitted] + intents
     elif intents == ["none"] and numbers and not lexicon.cues_in(ws):
         # a number with no device word and no verb ("set the lounge to 21", "the skylight to 40 percent"):
         # each value reading its unit allows, the entity found deciding

@@ -169,12 +169,16 @@ def run_assistant(model, examples):
         if key not in homes_seen:
             homes_seen[key] = Home.from_configs(ex.home.discovery_configs())
         home = homes_seen[key]
+        started = None
         try:
-            result = Assistant(home, model=model).interpret(ex.text)
+            assistant = Assistant(home, model=model)
+            started = time.perf_counter()       # interpret alone: the model probe at construction is once per home
+            result = assistant.interpret(ex.text)
             ok, opposite, no_flag = assistant_right(ex, result, home)
         except Exception as error:        # counted and shown: an evaluation must not hide a crash
             result, ok, opposite, no_flag = {"error": f"{type(error).__name__}: {error}"}, False, False, False
-        rows.append({"ok": ok, "opposite": opposite, "no_confirm": no_flag, "got": result})
+        ms = 1000 * (time.perf_counter() - started) if started is not None else None
+        rows.append({"ok": ok, "opposite": opposite, "no_confirm": no_flag, "got": result, "ms": ms})
     return rows
 
 
@@ -246,6 +250,12 @@ def summarize(examples, rows) -> dict:
             "by_kind": _by_kind(examples, rows), "opposite_actions": sum(r["opposite"] for r in rows)}
 
 
+def _timing(values, threads) -> dict:
+    ms = sorted(values) or [0.0]
+    return {"threads": threads, "mean": round(statistics.mean(ms), 2), "median": round(ms[len(ms) // 2], 2),
+            "p95": round(ms[int(0.95 * (len(ms) - 1))], 2), "max": round(ms[-1], 2)}
+
+
 def main(argv=None) -> int:
     from edge_runtime.model.model import Model
 
@@ -268,10 +278,7 @@ def main(argv=None) -> int:
         report["model"] = model.path
         rows = run_slots(model, examples)
         report["slots"] = summarize(examples, rows)
-        ms = sorted(r["ms"] for r in rows)
-        report["ms_per_command"] = {"threads": args.threads, "mean": round(statistics.mean(ms), 2),
-                                    "median": round(ms[len(ms) // 2], 2), "p95": round(ms[int(0.95 * (len(ms) - 1))], 2),
-                                    "max": round(ms[-1], 2)}
+        report["ms_per_command"] = _timing([r["ms"] for r in rows], args.threads)
         misses = [{"kind": ex.kind, "text": ex.text, "want": ex.reply, "got": r["got"]}
                   for ex, r in zip(examples, rows) if not r["ok"]]
         if not args.no_assistant:
@@ -279,6 +286,8 @@ def main(argv=None) -> int:
             report["assistant"] = summarize(examples, arows)
             report["assistant"]["missing_confirm"] = sum(r["no_confirm"] for r in arows)
             report["assistant"]["errors"] = sum("error" in (r["got"] or {}) for r in arows)
+            report["assistant"]["ms_per_command"] = _timing([r["ms"] for r in arows if r["ms"] is not None],
+                                                            args.threads)
             amiss = [{"kind": ex.kind, "text": ex.text, "got": r["got"]} for ex, r in zip(examples, arows) if not r["ok"]]
     if not args.no_hassil:
         report["hassil"] = summarize(examples, run_hassil(examples))
@@ -307,6 +316,10 @@ def main(argv=None) -> int:
     t = report["ms_per_command"]
     print(f"ms per command through the runtime at {t['threads']} thread(s): mean {t['mean']}, median {t['median']}, "
           f"p95 {t['p95']}, max {t['max']}")
+    if "assistant" in report:
+        t = report["assistant"]["ms_per_command"]
+        print(f"assistant ms per command (interpret, end to end) at {t['threads']} thread(s): mean {t['mean']}, "
+              f"median {t['median']}, p95 {t['p95']}, max {t['max']}")
     for m in misses[: args.failures]:
         print("  slots miss:", json.dumps(m))
     if "assistant" in report:

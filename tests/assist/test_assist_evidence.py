@@ -156,6 +156,10 @@ def _reply(**kw):
     # a percentage means what the entity found can do: the model's brightness on a fan is a fan speed
     ("desk fan to 30 percent please", _reply(intent="brightness", name="desk fan", value=30),
      "fan.set_percentage", {"percentage": 30}),
+    # a percentage for a device word the lexicon does not know (a slip): the value reading comes first
+    ("put the bedroom blnds at 75 percent open", None, "cover.set_cover_position", {"position": 75}),
+    # a temperature for a room with no device word is for the room's climate
+    ("i'd like it at 21 degrees in the lounge", None, "climate.set_temperature", {"temperature": 21}),
     # the words decide polarity: a model's "open" for "shut" is never tried
     ("shut the bedroom blinds", _reply(intent="open", name="bedroom blinds"), "cover.close_cover", None),
 ])
