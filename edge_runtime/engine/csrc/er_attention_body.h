@@ -1,0 +1,73 @@
+/* The attention of one batch's items (see attention_task in er_engine.c), included there once per
+ * way of widening the f16 KV cache: ER_ATT_NAME is the function defined, ER_ATT_CVT(p) turns 8 f16
+ * values at p into an er_v8f and ER_ATT_ATTRS holds its target attribute. Every version performs
+ * the same float operations in the same order (the conversions are exact), so they agree bit for bit.
+ *
+ * An item is token t with the query heads h0 .. h0 + nh - 1 that read kv head kvh. Scores: per
+ * position, 8 interleaved partial sums per head added up by sum8. Output: per 8-wide slice of the
+ * head, the weighted V rows are summed over the positions in order in registers and stored once. */
+ER_ATT_ATTRS static void ER_ATT_NAME(void *ctx, int ith, int nth) {
+    attention_job *j = (attention_job *)ctx;
+    er_engine *e = j->e;
+    const int hd = e->cfg.head_dim, n_kv = e->cfg.n_kv_heads;
+    const int group = e->cfg.n_heads / n_kv;
+    const int per_item = j->heads_per_item;
+    const int chunks = (group + per_item - 1) / per_item;
+    const size_t n_ctx = (size_t)e->n_ctx, kv_dim = (size_t)e->kv_dim;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *att = e->att + (size_t)ith * ATT_MAX_HEADS * n_ctx;
+    for (int idx = ith; idx < j->T * n_kv * chunks; idx += nth) {
+        const int t = idx / (n_kv * chunks), kvh = idx / chunks % n_kv;
+        const int h0 = kvh * group + idx % chunks * per_item;
+        const int nh = per_item < kvh * group + group - h0 ? per_item : kvh * group + group - h0;
+        const int n_pos = e->tok_pos[t] + 1; /* causal: positions 0 .. pos of the token */
+        const uint16_t *kc = er_kv_rows(e, e->k_cache, e->tok_seq[t], j->l) + (size_t)kvh * hd;
+        const uint16_t *vc = er_kv_rows(e, e->v_cache, e->tok_seq[t], j->l) + (size_t)kvh * hd;
+        const float *q0 = e->q + (size_t)t * e->q_dim + (size_t)h0 * hd;
+        float mx[ATT_MAX_HEADS], inv[ATT_MAX_HEADS];
+        for (int g = 0; g < nh; g++) mx[g] = -INFINITY;
+        for (int p = 0; p < n_pos; p++) {
+            const uint16_t *kr = kc + (size_t)p * kv_dim;
+            er_v8f acc[ATT_MAX_HEADS];
+            for (int g = 0; g < nh; g++) acc[g] = (er_v8f){0.0f};
+            int i = 0;
+            for (; i + 8 <= hd; i += 8) {
+                const er_v8f k8 = ER_ATT_CVT(kr + i); /* converted once for every head of the item */
+                for (int g = 0; g < nh; g++) acc[g] += load8f(q0 + (size_t)g * hd + i) * k8;
+            }
+            for (int g = 0; g < nh; g++) {
+                float s = sum8(acc[g]);
+                for (int r = i; r < hd; r++) s += q0[(size_t)g * hd + r] * f16(kr[r]);
+                s *= scale;
+                att[g * n_ctx + p] = s;
+                mx[g] = s > mx[g] ? s : mx[g];
+            }
+        }
+        for (int g = 0; g < nh; g++) {
+            float *ag = att + g * n_ctx, sum = 0.0f;
+            for (int p = 0; p < n_pos; p++) {
+                ag[p] = expf(ag[p] - mx[g]);
+                sum += ag[p];
+            }
+            inv[g] = 1.0f / sum;
+            for (int p = 0; p < n_pos; p++) ag[p] *= inv[g]; /* the weights */
+        }
+        float *out0 = e->xb + (size_t)t * e->q_dim + (size_t)h0 * hd;
+        int i = 0;
+        for (; i + 8 <= hd; i += 8) {
+            er_v8f o[ATT_MAX_HEADS];
+            for (int g = 0; g < nh; g++) o[g] = (er_v8f){0.0f};
+            for (int p = 0; p < n_pos; p++) {
+                const er_v8f v8 = ER_ATT_CVT(vc + (size_t)p * kv_dim + i);
+                for (int g = 0; g < nh; g++) o[g] = o[g] + att[g * n_ctx + p] * v8;
+            }
+            for (int g = 0; g < nh; g++) memcpy(out0 + (size_t)g * hd + i, &o[g], sizeof(o[g]));
+        }
+        for (; i < hd; i++)
+            for (int g = 0; g < nh; g++) {
+                float s = 0.0f;
+                for (int p = 0; p < n_pos; p++) s = s + att[g * n_ctx + p] * f16(vc[(size_t)p * kv_dim + i]);
+                out0[(size_t)g * hd + i] = s;
+            }
+    }
+}
