@@ -26,7 +26,28 @@ ER_ATT_ATTRS static void ER_ATT_NAME(void *ctx, int ith, int nth) {
         const float *q0 = e->q + (size_t)t * e->q_dim + (size_t)h0 * hd;
         float mx[ATT_MAX_HEADS], inv[ATT_MAX_HEADS];
         for (int g = 0; g < nh; g++) mx[g] = -INFINITY;
-        for (int p = 0; p < n_pos; p++) {
+        int p = 0;
+        for (; p + 2 <= n_pos && hd % 8 == 0; p += 2) { /* two positions share each load of q */
+            const uint16_t *kr0 = kc + (size_t)p * kv_dim, *kr1 = kr0 + kv_dim;
+            er_v8f acc0[ATT_MAX_HEADS], acc1[ATT_MAX_HEADS];
+            for (int g = 0; g < nh; g++) acc0[g] = acc1[g] = (er_v8f){0.0f};
+            for (int i = 0; i < hd; i += 8) {
+                const er_v8f k0 = ER_ATT_CVT(kr0 + i), k1 = ER_ATT_CVT(kr1 + i);
+                for (int g = 0; g < nh; g++) {
+                    const er_v8f qv = load8f(q0 + (size_t)g * hd + i);
+                    acc0[g] += qv * k0;
+                    acc1[g] += qv * k1;
+                }
+            }
+            for (int g = 0; g < nh; g++) {
+                const float s0 = sum8(acc0[g]) * scale, s1 = sum8(acc1[g]) * scale;
+                att[g * n_ctx + p] = s0;
+                att[g * n_ctx + p + 1] = s1;
+                mx[g] = s0 > mx[g] ? s0 : mx[g];
+                mx[g] = s1 > mx[g] ? s1 : mx[g];
+            }
+        }
+        for (; p < n_pos; p++) {
             const uint16_t *kr = kc + (size_t)p * kv_dim;
             er_v8f acc[ATT_MAX_HEADS];
             for (int g = 0; g < nh; g++) acc[g] = (er_v8f){0.0f};
@@ -54,6 +75,23 @@ ER_ATT_ATTRS static void ER_ATT_NAME(void *ctx, int ith, int nth) {
         }
         float *out0 = e->xb + (size_t)t * e->q_dim + (size_t)h0 * hd;
         int i = 0;
+        for (; i + 16 <= hd; i += 16) { /* two slices share each weight */
+            er_v8f o0[ATT_MAX_HEADS], o1[ATT_MAX_HEADS];
+            for (int g = 0; g < nh; g++) o0[g] = o1[g] = (er_v8f){0.0f};
+            for (int p = 0; p < n_pos; p++) {
+                const uint16_t *vr = vc + (size_t)p * kv_dim + i;
+                const er_v8f v0 = ER_ATT_CVT(vr), v1 = ER_ATT_CVT(vr + 8);
+                for (int g = 0; g < nh; g++) {
+                    const float a = att[g * n_ctx + p];
+                    o0[g] = o0[g] + a * v0;
+                    o1[g] = o1[g] + a * v1;
+                }
+            }
+            for (int g = 0; g < nh; g++) {
+                memcpy(out0 + (size_t)g * hd + i, &o0[g], sizeof(o0[g]));
+                memcpy(out0 + (size_t)g * hd + i + 8, &o1[g], sizeof(o1[g]));
+            }
+        }
         for (; i + 8 <= hd; i += 8) {
             er_v8f o[ATT_MAX_HEADS];
             for (int g = 0; g < nh; g++) o[g] = (er_v8f){0.0f};
