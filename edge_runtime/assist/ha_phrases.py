@@ -120,6 +120,7 @@ def _drop_verbs(ws: list[str]) -> list[str]:
     dropped_last = False
     i = 0
     while i < len(ws):
+        verb = 0  # words of the verb phrase starting at i (0: ws[i] is kept)
         for p in ordered:
             pw = p.split()
             n = len(pw)
@@ -132,9 +133,11 @@ def _drop_verbs(ws: list[str]) -> list[str]:
                         break                         # "the lamp on the desk": a place
                 elif not (not out or dropped_last or after in _FOLLOW_VERB or after is None):
                     break                             # "the orchid switch": a noun
-            i += n
-            dropped_last = True
+            verb = n
             break
+        if verb:
+            i += verb
+            dropped_last = True
         else:
             out.append(ws[i])
             dropped_last = False
