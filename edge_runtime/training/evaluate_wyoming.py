@@ -11,7 +11,9 @@ conversation agent opens them, and scores the first terminal event:
   slots map to, with the same ``domain``/``state`` slots and numbers, and ``name``/``area`` holding the
   expected words (at most one extra word, as ``evaluate_assist.slots_right`` allows);
 - a request Home Assistant has no intent for (out of scope, heating and cooling modes) is right when
-  no intent comes back (``not-recognized``, or the handle program's ``handled``).
+  no intent comes back (``not-recognized``, or the handle program's ``handled``);
+- an unlock or a garage/gate opening must first be held for confirmation (``not-handled`` asking to
+  confirm); the evaluation then says "yes" in the same conversation and scores the intent that follows.
 
 A device the home does not have is a command like any other here: without a home, the service names
 it as said and Home Assistant answers that it has no such device.
@@ -67,6 +69,12 @@ def event_right(event_type: str, data: dict, want: HaIntent | None) -> bool:
     return all(w in said for w in expected) and len(said) <= len(expected) + 1
 
 
+def _package_file():
+    import edge_runtime
+
+    return edge_runtime.__file__
+
+
 class Service:
     """`edge-runtime serve wyoming` on a free local port."""
 
@@ -75,7 +83,10 @@ class Service:
                "-t", str(threads)]
         if model:
             cmd += ["-m", model]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # the service runs the same edge_runtime as this evaluation (a source tree or the installed one)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(_package_file())))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         self.log, self.port = [], None
         deadline = time.monotonic() + 120
         while self.port is None and time.monotonic() < deadline:
@@ -96,12 +107,12 @@ class Service:
         self.proc.wait(30)
 
 
-async def _ask(port, text, conversation):
+async def _say(port, text, context):
     from wyoming.asr import Transcript
     from wyoming.client import AsyncTcpClient
 
     async with AsyncTcpClient("127.0.0.1", port) as client:
-        await client.write_event(Transcript(text, context={"conversation_id": conversation}, language="en").event())
+        await client.write_event(Transcript(text, context=context, language="en").event())
         while True:
             event = await asyncio.wait_for(client.read_event(), 60)
             if event is None:
@@ -110,14 +121,38 @@ async def _ask(port, text, conversation):
                 return event.type, event.data or {}
 
 
+async def _ask(port, text, conversation):
+    """The request's final event, and whether the service first asked to confirm it (then the
+    user says "yes" in the same conversation, as a HA satellite would pass it on)."""
+    event_type, data = await _say(port, text, {"conversation_id": conversation})
+    context = data.get("context") or {}
+    if event_type == "not-handled" and context.get("confirm"):
+        event_type, data = await _say(port, "yes", context)
+        return event_type, data, True
+    return event_type, data, False
+
+
+def guarded(ex) -> bool:
+    """An unlock, or an opening of a garage door or gate: the service must ask first."""
+    intent = ex.slots["intent"]
+    if intent == "unlock":
+        return True
+    device = ex.device
+    return intent in ("open", "position") and device is not None and \
+        getattr(device, "device_class", None) in ("garage", "gate")
+
+
 def run(examples, port):
     rows = []
     for i, ex in enumerate(examples):
         want = expected_intent(ex)
         started = time.perf_counter()
-        event_type, data = asyncio.run(_ask(port, ex.text, f"eval-{i}"))
+        event_type, data, confirmed = asyncio.run(_ask(port, ex.text, f"eval-{i}"))
         ms = 1000 * (time.perf_counter() - started)
-        rows.append({"kind": ex.kind, "text": ex.text, "ok": event_right(event_type, data, want), "ms": ms,
+        ok = event_right(event_type, data, want)
+        unasked = ok and event_type == "intent" and guarded(ex) and not confirmed
+        rows.append({"kind": ex.kind, "text": ex.text, "ok": ok and not unasked, "unasked": unasked,
+                     "confirmed": confirmed, "ms": ms,
                      "want": None if want is None else {"name": want.name, "slots": want.slots},
                      "got": {"type": event_type, "name": data.get("name"),
                              "slots": {e["name"]: e["value"] for e in data.get("entities", [])}}})
@@ -143,6 +178,8 @@ def main(argv=None) -> int:
     by_kind = {k: sum(r["ok"] for r in rows if r["kind"] == k) / sum(r["kind"] == k for r in rows) for k in kinds}
     right = sum(r["ok"] for r in rows)
     summary = {"requests": len(rows), "right": right, "accuracy": right / len(rows), "by_kind": by_kind,
+               "asked_to_confirm": sum(r["confirmed"] for r in rows),
+               "guarded_not_asked": sum(r["unasked"] for r in rows),
                "ms_median": sorted(r["ms"] for r in rows)[len(rows) // 2]}
     if args.json:
         print(json.dumps(summary))
@@ -152,6 +189,8 @@ def main(argv=None) -> int:
     for k in kinds:
         print(f"  {k:<14} {100 * by_kind[k]:5.1f}%")
     print(f"  {'all':<14} {100 * summary['accuracy']:5.1f}%  ({right} of {len(rows)})")
+    print(f"asked to confirm first (then 'yes'): {summary['asked_to_confirm']}; unlocks and garage/gate "
+          f"openings that came back without asking: {summary['guarded_not_asked']}")
     print(f"ms per request over Wyoming (median): {summary['ms_median']:.1f}")
     for r in [r for r in rows if not r["ok"]][:args.failures]:
         print("  miss:", json.dumps({k: r[k] for k in ("kind", "text", "want", "got")}))
