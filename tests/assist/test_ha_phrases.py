@@ -39,3 +39,50 @@ def test_every_word_sequence_is_read_to_its_end(words):
     assert len(kept) <= len(words) and all(w in words for w in kept)
     for intent in ("turn_on", "lock", "position"):
         finishes(ha_phrases.device_phrase, " ".join(words), intent, timeout=5.0)
+
+
+PERMITTED = set(INTENT_MAP) | {"hvac_mode"}
+
+
+def read(text):
+    return finishes(ha_phrases.slots_from_words, lexicon.normalize(text), PERMITTED)
+
+
+def test_the_state_a_device_should_end_in_names_the_action_and_never_its_opposite():
+    cases = {"get the back door locked": ("lock", "back door"),
+             "get the back door unlocked": ("unlock", "back door"),
+             "the side gate needs locking thanks a lot": ("lock", "side gate"),
+             "the side gate needs unlocking": ("unlock", "side gate"),
+             "the front door needs to be locked": ("lock", "front door"),
+             "the porch blind should be closed": ("close", "porch blind"),
+             "get the lights turned off": ("turn_off", "lights"),
+             "the heater needs turning on": ("turn_on", "heater")}
+    for text, (intent, name) in cases.items():
+        got = read(text)
+        assert (got["intent"], got["name"]) == (intent, name), (text, got)
+
+
+def test_a_heating_or_cooling_mode_is_not_an_on_off():
+    assert read("i want the ac on heating")["intent"] == "hvac_mode"
+    assert read("set the thermostat to auto") == dict(read("set the thermostat to auto"), intent="hvac_mode",
+                                                       mode="auto")
+    assert read("turn on the heating")["intent"] == "turn_on"
+    assert read("turn the heating on")["intent"] == "turn_on"
+
+
+def test_an_opening_to_a_percentage_is_a_position_and_a_light_keeps_its_brightness():
+    got = read("put the bay skylight at eighty seven percent open")
+    assert (got["intent"], got["name"], got["value"]) == ("position", "bay skylight", 87)
+    assert read("turn on the desk lamp at 40 percent")["intent"] != "position"
+
+
+def test_hesitations_and_trailing_courtesies_are_not_names():
+    got = read("shut the west blind in the library please thanks a uhh lot")
+    assert (got["intent"], got["name"], got["area"]) == ("close", "west blind", "library")
+    assert read("unlock the smart lock for the guests")["name"] == "smart lock"
+
+
+def test_the_command_is_the_last_clause_that_is_one():
+    assert ha_phrases.command_clauses("dinner's ready, relock the purple lock") == ["relock the purple lock",
+                                                                                    "dinner's ready"]
+    assert ha_phrases.command_clauses("lock the door") == ["lock the door"]
