@@ -26,6 +26,8 @@ ext = Extension(
     "edge_runtime.engine._engine",
     sources=["edge_runtime/engine/_engine.pyx"] + C_SOURCES,
     include_dirs=["neon_kernels", ENGINE_CSRC],
+    # a changed header rebuilds the extension
+    depends=sorted(glob.glob(os.path.join("neon_kernels", "*.h")) + glob.glob(os.path.join(ENGINE_CSRC, "*.h"))),
     extra_compile_args=extra_compile_args,
     extra_link_args=["-pthread", "-lm"],
 )

@@ -1,10 +1,13 @@
 """Side-by-side speed of edge-runtime and llama.cpp on the SAME ternary weights (not a test, not in CI).
 
     python tests/bench_vs_llamacpp.py [--threads 1 2] [--prompt-tokens 128] [--gen-tokens 32] [--repeats 3]
+                                      [--body i2_s|tq1] [--head q8_0|q4_0]
 
-A 2B4T-shaped model with random ternary weights and a q8_0 head is written once (our I2_S file),
-exported with `edge-runtime convert --to tq2_0` for llama.cpp (architecture `bitnet`, TQ2_0
-projections, the same q8_0 head), and both runtimes are timed alternately, each run in its own
+A 2B4T-shaped model with random ternary weights and a q8_0 head is written once (our I2_S file).
+With `--body i2_s` (default) it runs as it is and is exported with `edge-runtime convert --to tq2_0`
+for llama.cpp (architecture `bitnet`, TQ2_0 projections); with `--body tq1` our side is its
+`convert --to tq1` file (1.6-bit TQ1_S) and llama.cpp's its `--to tq1_0` export (1.69-bit TQ1_0),
+both with the `--head` type. Both runtimes are timed alternately, each run in its own
 process: prompt tok/s (one batch of random tokens), decode tok/s (one token at a time), peak RSS.
 Prints medians and ratios. Needs `pip install llama-cpp-python` (builds llama.cpp from source).
 """
@@ -58,6 +61,8 @@ def main():
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--gen-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--body", choices=("i2_s", "tq1"), default="i2_s")
+    p.add_argument("--head", choices=("q8_0", "q4_0"), default="q8_0")
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/edge-runtime"))
     args = p.parse_args()
 
@@ -71,10 +76,17 @@ def main():
         tok = Tokenizer.from_tokenizer_json(os.path.join(HERE, "data", "llama3-tokenizer.json.xz"),
                                             bos_id=128000, eos_id=128001, eot_id=128009)
         write_random_model(ours, shape="2b4t", head="q8_0", seed=1, tokenizer=tok)
-    theirs = os.path.join(args.cache_dir, "random-2b4t-q8_0-llama3vocab-tq2_0.gguf")
+    source = ours
+    if args.body == "tq1" or args.head != "q8_0":
+        ours = os.path.join(args.cache_dir, f"random-2b4t-{args.body}-{args.head}-llama3vocab.gguf")
+        if not os.path.exists(ours):
+            subprocess.run([sys.executable, "-m", "edge_runtime", "convert", source, "--to", args.body, "--head",
+                            args.head, "-o", ours], check=True)
+    theirs_body = "tq1_0" if args.body == "tq1" else "tq2_0"
+    theirs = os.path.join(args.cache_dir, f"random-2b4t-{args.head}-llama3vocab-{theirs_body}.gguf")
     if not os.path.exists(theirs):
-        subprocess.run([sys.executable, "-m", "edge_runtime", "convert", ours, "--to", "tq2_0", "--head", "q8_0",
-                        "-o", theirs], check=True)
+        subprocess.run([sys.executable, "-m", "edge_runtime", "convert", source, "--to", theirs_body, "--head",
+                        args.head, "-o", theirs], check=True)
     print(f"edge-runtime: {ours} ({os.path.getsize(ours) / 2**20:.0f} MiB)")
     print(f"llama.cpp:    {theirs} ({os.path.getsize(theirs) / 2**20:.0f} MiB)")
     for t in args.threads:
@@ -84,7 +96,7 @@ def main():
                 res[kind].append(run_one(kind, path, t, args.prompt_tokens, args.gen_tokens))
         med = {k: {m: statistics.median(r[m] for r in v) for m in ("prompt_tok_s", "decode_tok_s", "peak_rss_mib")}
                for k, v in res.items()}
-        print(f"threads {t}: prompt {args.prompt_tokens} tok, decode {args.gen_tokens} tok, q8_0 head, "
+        print(f"threads {t}: prompt {args.prompt_tokens} tok, decode {args.gen_tokens} tok, {args.head} head, "
               f"median of {args.repeats}")
         for k in ("edge", "llama"):
             print(f"  {k:<6} prompt {med[k]['prompt_tok_s']:8.2f} tok/s   decode {med[k]['decode_tok_s']:7.2f} tok/s"

@@ -172,6 +172,15 @@ class ConversationAgent:
         """The slot answer: the model's when it follows the contract and agrees with the verbs,
         else the one read from the request's words."""
         words = ha_phrases.slots_from_words(normalized, permitted)
+        clauses = ha_phrases.command_clauses(text)
+        if len(clauses) > 1:
+            # "dinner's ready, lock the back door", "I'm off to work, get the gate locked": the command
+            # is the last clause that reads as one, and it names the device in its own words
+            for clause in clauses:
+                alone = ha_phrases.slots_from_words(lexicon.normalize(clause), permitted)
+                if alone["intent"] != "none":
+                    words = alone
+                    break
         if not getattr(self.assistant, "follows_contract", False):
             return words
         got = self.assistant.slots_for(text, normalized, permitted)

@@ -20,9 +20,24 @@ from edge_runtime.assist import lexicon, rules
 _LEAD = ("please", "hey", "okay", "ok", "hi", "so", "now", "and", "also", "just", "kindly", "go ahead and",
          "can you", "could you", "would you", "will you", "would you mind", "can i ask you to",
          "i want you to", "i would like you to", "i'd like you to", "i need you to", "i want", "i'd like",
-         "i would like", "i need", "i'd like to", "let's", "lets", "quickly", "assistant", "then")
+         "i would like", "i need", "i'd like to", "let's", "lets", "quickly", "assistant", "then", "get")
 _TRAIL = ("please", "now", "for me", "thanks", "thank you", "right now", "again", "immediately", "asap",
-          "right away", "at once", "quickly", "ok", "okay")
+          "right away", "at once", "quickly", "ok", "okay", "and thanks", "and thank you", "thanks a lot",
+          "thank you very much", "many thanks", "cheers", "for us", "for the guests", "for our guests",
+          "for a bit", "for a while", "for now", "for the night", "tonight", "if that's okay", "if that's ok",
+          "if you can", "if possible", "when you can", "if you don't mind", "would you", "could you",
+          "will you", "yeah", "where it is", "where they are", "right there")
+# hesitations a speech recogniser writes down; never part of a name
+_HESITATIONS = frozenset({"uh", "uhh", "uhm", "um", "umm", "er", "erm", "err", "hmm", "ah"})
+# "get the back door locked", "the side gate needs locking": the state a device should end in
+_RESULT_WORDS = {"locked": "lock", "unlocked": "unlock", "opened": "open", "open": "open", "closed": "close",
+                 "shut": "close", "locking": "lock", "unlocking": "unlock", "opening": "open", "closing": "close",
+                 "shutting": "close"}
+_RESULT_PAIRS = {("turned", "on"): "turn_on", ("turned", "off"): "turn_off", ("switched", "on"): "turn_on",
+                 ("switched", "off"): "turn_off", ("turning", "on"): "turn_on", ("turning", "off"): "turn_off",
+                 ("switching", "on"): "turn_on", ("switching", "off"): "turn_off"}
+_NEEDS = frozenset({"needs", "need", "wants", "want", "should", "must", "can"})
+_NEEDS_FILLER = ("to be", "to get", "be", "get", "go", "to")
 # "everywhere": the whole home, which is what no area means
 _WHOLE_HOME = ("all over", "everywhere", "every area", "every room", "each room", "each area", "whole house",
                "whole home", "whole apartment", "whole flat", "entire house", "entire home", "entire apartment",
@@ -36,7 +51,8 @@ _QUESTION_LEAD = ("is there", "are there", "is", "are", "was", "were", "what is"
                   "how is", "how's", "hows", "how", "tell me", "check", "do you know", "can you tell me",
                   "could you tell me", "which", "how many", "does", "do", "has", "have", "the state of",
                   "the status of", "state of", "status of", "the value of", "value of", "current", "the current",
-                  "reading of", "the reading of", "if", "whether")
+                  "reading of", "the reading of", "if", "whether", "did i leave", "did we leave", "have i left",
+                  "have we left", "did someone leave", "did anyone leave")
 _QUESTION_FILLER = frozenset({"still", "currently", "right", "now", "yet", "moment", "is", "are", "left", "set",
                               "here", "it", "hot", "cold", "warm", "cool", "securely", "at", "the", "there"})
 STATE_WORDS = frozenset({"on", "off", "open", "closed", "shut", "opening", "closing", "locked", "unlocked"})
@@ -120,6 +136,7 @@ def _drop_verbs(ws: list[str]) -> list[str]:
     dropped_last = False
     i = 0
     while i < len(ws):
+        verb = 0  # words of the verb phrase starting at i (0: ws[i] is kept)
         for p in ordered:
             pw = p.split()
             n = len(pw)
@@ -130,11 +147,14 @@ def _drop_verbs(ws: list[str]) -> list[str]:
                 if pw[0] in ("on", "off", "out"):
                     if pw[0] == "on" and not lexicon._is_cue(ws, i, "on"):
                         break                         # "the lamp on the desk": a place
-                elif not (not out or dropped_last or after in _FOLLOW_VERB or after is None):
-                    break                             # "the orchid switch": a noun
-            i += n
-            dropped_last = True
+                elif not (not out or dropped_last or after in _FOLLOW_VERB or
+                          (after is None and out[-1] in _DETERMINERS)):
+                    break                             # "the orchid switch", "the gate lock": a noun
+            verb = n
             break
+        if verb:
+            i += verb
+            dropped_last = True
         else:
             out.append(ws[i])
             dropped_last = False
@@ -195,7 +215,7 @@ _GENERIC_HEADS = frozenset(w for ws in lexicon.DOMAIN_WORDS.values() for w in ws
 
 def device_phrase(normalized: str, intent: str) -> tuple[str | None, str | None]:
     """The (name, area) spans of a request, taken from its own words."""
-    ws = normalized.split()
+    ws = [w for w in normalized.split() if w not in _HESITATIONS]
     ws = _strip(_strip(ws, _LEAD, True), _TRAIL, False)
     every = any(ws[i:i + len(p.split())] == p.split() for p in _WHOLE_HOME + _EVERY for i in range(len(ws)))
     ws = _remove(ws, _WHOLE_HOME)
@@ -217,7 +237,10 @@ def device_phrase(normalized: str, intent: str) -> tuple[str | None, str | None]
     ws = _drop_attributes(ws)
     ws = _strip(_strip(ws, _LEAD, True), _TRAIL, False)
     ws = _remove(ws, ("each and every", "every single", "all of", "any of", "some of", "each of"))
-    ws = [w for w in ws if w not in ("here", "over", "up", "down")]
+    ws = [w for w in ws if w not in ("here", "over", "up", "down", "turned", "switched", "turning", "switching")]
+    if intent != "query":
+        while ws and ws[-1] in _RESULT_WORDS:  # "get the garage door open": the state it should end in
+            ws = ws[:-1]
     device, area = _split_area(ws)
     if area_after_state and not area:
         area = area_after_state
@@ -228,10 +251,85 @@ def device_phrase(normalized: str, intent: str) -> tuple[str | None, str | None]
     return (" ".join(device) or None), (" ".join(area) or None)
 
 
+_CLAUSE_BREAK = re.compile(r"\s*[,;:]\s+|\s+-\s+")
+
+
+def command_clauses(text: str) -> list[str]:
+    """The request's clauses from the last to the first ("dinner's ready, lock the back door" ->
+    ["lock the back door", "dinner's ready"]); one clause for a request without a break."""
+    return [c for c in reversed(_CLAUSE_BREAK.split(text.strip())) if c]
+
+
+def _result_request(words: list[str], permitted: set):
+    """("lock", ["the", "back", "door"]) for "get the back door locked" or "the back door needs
+    locking": the intent named by the state word itself (so never its opposite) and the words of
+    the device; None for anything else."""
+    ws = _strip(words, _TRAIL, False)
+    while ws and ws[0] in ("please", "hey", "so", "now", "just", "can", "you", "could", "would", "i", "want"):
+        ws = ws[1:]
+    if len(ws) < 3:
+        return None
+    intent, device = None, None
+    if ws[0] == "get":
+        if tuple(ws[-2:]) in _RESULT_PAIRS:
+            intent, device = _RESULT_PAIRS[tuple(ws[-2:])], ws[1:-2]
+        elif ws[-1] in _RESULT_WORDS and ws[-1] != "open":
+            intent, device = _RESULT_WORDS[ws[-1]], ws[1:-1]
+    else:
+        k = next((i for i, w in enumerate(ws) if w in _NEEDS), None)
+        if k is not None and 0 < k < len(ws) - 1:
+            rest = _strip(ws[k + 1:], _NEEDS_FILLER, True)
+            if len(rest) == 1 and rest[0] in _RESULT_WORDS and not rest[0].endswith("ing") and rest[0] != "open":
+                rest = [rest[0]]                      # "needs to be locked", "should be shut"
+                intent = _RESULT_WORDS[rest[0]]
+            if intent is not None:
+                pass
+            elif rest[:2] and tuple(rest[:2]) in _RESULT_PAIRS and len(rest) == 2:
+                intent = _RESULT_PAIRS[tuple(rest[:2])]
+            elif len(rest) == 1 and rest[0] in _RESULT_WORDS and rest[0].endswith("ing"):
+                intent = _RESULT_WORDS[rest[0]]
+            device = ws[:k]
+    if intent is None or intent not in permitted or not device:
+        return None
+    return intent, device
+
+
+def _mode_request(words: list[str], permitted: set):
+    """(mode, device words) for a request that ends in "on/to <a heating or cooling mode>"."""
+    if "hvac_mode" not in permitted:
+        return None
+    ws = _strip(words, _TRAIL, False)
+    for mode, phrases in lexicon.MODE_WORDS.items():
+        if mode == "off":
+            continue
+        for p in phrases:
+            pw = p.split()
+            n = len(pw)
+            if len(ws) > n + 1 and ws[-n:] == pw and ws[-n - 1] in ("on", "to", "in", "into"):
+                return mode, ws[:-n - 1]
+    return None
+
+
 def slots_from_words(normalized: str, permitted: set) -> dict:
     """The slot contract filled from the request's words alone (no model)."""
     got = rules.slots_from_words(normalized, permitted)
     words = normalized.split()
+    if got["intent"] == "open" and "position" in permitted and "percent" in words:
+        values = lexicon.numbers_in(normalized)
+        if len(values) == 1 and 0 <= values[0] <= 100:
+            # "put the skylight at 40 percent open": a position, not a plain opening
+            got = dict(got, intent="position", value=values[0])
+    mode = _mode_request(words, permitted) if got["intent"] in ("turn_on", "none") else None
+    if mode is not None:
+        # "the ac on heating", "the thermostat to auto": a heating/cooling mode, not an on/off
+        name, area = device_phrase(" ".join(mode[1]), "hvac_mode")
+        return dict(got, intent="hvac_mode", name=name, area=area, value=None, mode=mode[0])
+    if got["intent"] == "none":
+        result = _result_request(words, permitted)
+        if result is not None:
+            intent, device = result
+            name, area = device_phrase(" ".join(device), intent)
+            return dict(got, intent=intent, name=name, area=area)
     if got["intent"] == "none" and _ON_OFF_VERBS & set(words):
         # "bring on the fan", "change off the lights": HA's <turn> verbs with a bare on/off
         if "off" in words or "out" in words:

@@ -4,11 +4,11 @@ F16/Q8_0/Q4_0 head) from
 
 - a Hugging Face BitNet checkpoint dir (config.json + *.safetensors): packed uint8 projections
   with a weight_scale each, or float master weights ternarized here per tensor;
-- a llama.cpp GGUF of architecture `bitnet` (TQ2_0 projections);
+- a llama.cpp GGUF of architecture `bitnet` (TQ2_0 or TQ1_0 projections);
 - an edge-runtime GGUF (to change its head type, or its body between I2_S and TQ1_S: the same
   trits and scale either way, so i2_s -> tq1 -> i2_s gives the same bytes back);
 
-or, with `--to tq2_0`, export any of these as a llama.cpp `bitnet` TQ2_0 GGUF.
+or, with `--to tq2_0` / `--to tq1_0`, export any of these as a llama.cpp `bitnet` GGUF.
 
 Every source is read into the same neutral form (hyperparameters, ternary projections with one
 scale each, f32 norms, the embedding/head as stored), checked for names and shapes first, then
@@ -27,18 +27,21 @@ import numpy as np
 from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
 from edge_runtime.formats.gguf import (
     GGMLType, GGUFWriter, TQ2_0_BLOCK, ValueType, dequantize, pack_ternary, quantize,
-    tensor_nbytes, ternary_to_tq2_0,
+    tensor_nbytes, ternary_to_tq1_0, ternary_to_tq2_0,
 )
 from edge_runtime.formats.model_file import (
     ARCH, LAYER_NORMS, LLAMA_CPP_BITNET_ARCH, ModelConfig, expected_tensors,
 )
 from edge_runtime.formats.sources import (
-    LLAMA_CPP_FILE_TYPE_TQ2_0, STORABLE_HEAD_TYPES, EdgeRuntimeSource, HFSource, Source, open_source,
+    LLAMA_CPP_FILE_TYPE_TQ1_0, LLAMA_CPP_FILE_TYPE_TQ2_0, STORABLE_HEAD_TYPES, EdgeRuntimeSource, HFSource, Source, open_source,
 )
 
 HEAD_CHOICES = {"f16": GGMLType.F16, "q8_0": GGMLType.Q8_0, "q4_0": GGMLType.Q4_0}
-# --to: the projections' type; i2_s and tq1 write our architecture, tq2_0 llama.cpp's
-BODY_TYPES = {"i2_s": GGMLType.I2_S, "tq1": GGMLType.TQ1_S, "tq2_0": GGMLType.TQ2_0}
+# --to: the projections' type; i2_s and tq1 write our architecture, tq2_0 and tq1_0 llama.cpp's
+BODY_TYPES = {"i2_s": GGMLType.I2_S, "tq1": GGMLType.TQ1_S, "tq2_0": GGMLType.TQ2_0, "tq1_0": GGMLType.TQ1_0}
+# the llama.cpp exports: general.file_type and the encoder of each
+LLAMA_CPP_EXPORTS = {"tq2_0": (LLAMA_CPP_FILE_TYPE_TQ2_0, ternary_to_tq2_0),
+                     "tq1_0": (LLAMA_CPP_FILE_TYPE_TQ1_0, ternary_to_tq1_0)}
 
 
 HEAD_CHUNK_BYTES = 64 << 20  # f32 working set while requantizing a head (2B4T's is 1.3 GB in f32)
@@ -101,8 +104,8 @@ def _hparams(writer: GGUFWriter, arch: str, c: ModelConfig) -> None:
 
 def write_model(source: Source, output: str, *, to: str, head: GGMLType,
                 embedding: GGMLType | None = None, progress: Callable | None = None) -> None:
-    """Write `source` as our I2_S file (to="i2_s"), our TQ1_S file ("tq1") or llama.cpp's TQ2_0
-    bitnet file ("tq2_0").
+    """Write `source` as our I2_S file (to="i2_s"), our TQ1_S file ("tq1") or llama.cpp's TQ2_0 or
+    TQ1_0 bitnet file ("tq2_0", "tq1_0").
     `head` is the type of the output head: token_embd when tied, else output.weight, with
     token_embd then stored as `embedding` (F16 when not given)."""
     c = source.config
@@ -110,23 +113,24 @@ def write_model(source: Source, output: str, *, to: str, head: GGMLType,
     if to not in BODY_TYPES:
         raise EdgeRuntimeError(f"unknown body type {to!r} (expected one of {', '.join(BODY_TYPES)})")
     body = BODY_TYPES[to]
-    arch = LLAMA_CPP_BITNET_ARCH if to == "tq2_0" else ARCH
-    if to == "tq2_0":
+    export = LLAMA_CPP_EXPORTS.get(to)
+    arch = LLAMA_CPP_BITNET_ARCH if export else ARCH
+    if export:
         if not c.tied:
             raise EdgeRuntimeError(
                 "llama.cpp's 'bitnet' architecture has no separate output head (output.weight); "
-                "only a model with tied embeddings can be exported to TQ2_0")
+                f"only a model with tied embeddings can be exported to {body.name}")
         bad = sorted({n for n in (c.dim, c.ffn_dim, c.n_heads * c.head_dim) if n % TQ2_0_BLOCK})
-        if bad:
-            raise EdgeRuntimeError(f"TQ2_0 needs rows of a multiple of {TQ2_0_BLOCK} weights; "
+        if bad:  # TQ2_0 and TQ1_0 both take blocks of 256
+            raise EdgeRuntimeError(f"{body.name} needs rows of a multiple of {TQ2_0_BLOCK} weights; "
                                    f"this model has rows of {bad}")
     writer = GGUFWriter(output)
     writer.add("general.architecture", arch)
     writer.add("general.name", source.name or "bitnet")
-    if to == "tq2_0":
-        writer.add("general.file_type", LLAMA_CPP_FILE_TYPE_TQ2_0, ValueType.UINT32)
+    if export:
+        writer.add("general.file_type", export[0], ValueType.UINT32)
     _hparams(writer, arch, c)
-    if to == "tq2_0":
+    if export:
         writer.add(arch + ".rope.scaling.type", "linear")
         writer.add(arch + ".rope.scaling.factor", 1.0, ValueType.FLOAT32)
     for key, (value, vtype) in source.tokenizer.items():
@@ -147,14 +151,14 @@ def write_model(source: Source, output: str, *, to: str, head: GGMLType,
         else:
 
             def proj_bytes(name=name):
-                if to != "tq2_0":
+                if not export:
                     raw = source.raw_projection(name, body)
                     if raw is not None:
                         return raw
                 ternary, scale = source.projection(name)
                 try:
-                    if to == "tq2_0":
-                        return ternary_to_tq2_0(ternary, scale)
+                    if export:
+                        return export[1](ternary, scale)
                     return pack_ternary(body, ternary, scale)
                 except ValueError as exc:
                     raise ModelFormatError(f"{name}: {exc}") from None
@@ -186,14 +190,14 @@ class _ProgressBar:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="a Hugging Face BitNet checkpoint dir, a llama.cpp 'bitnet' "
-                                 "TQ2_0 GGUF, or an edge-runtime GGUF")
+                                 "TQ2_0/TQ1_0 GGUF, or an edge-runtime GGUF")
     p.add_argument("-o", "--output", required=True, help="the GGUF file to write")
     p.add_argument("--head", choices=sorted(HEAD_CHOICES), default=None,
                    help="type of the output head / embedding: f16 (default for checkpoints), "
-                        "q8_0 (default for --to tq2_0), q4_0; GGUF inputs keep theirs by default")
+                        "q8_0 (default for --to tq2_0/tq1_0), q4_0; GGUF inputs keep theirs by default")
     p.add_argument("--to", choices=tuple(BODY_TYPES), default="i2_s",
                    help="i2_s: edge-runtime 2-bit body (default); tq1: edge-runtime 1.6-bit body "
-                        "(the same trits, 20%% fewer bytes); tq2_0: llama.cpp 'bitnet' format")
+                        "(the same trits, 20%% fewer bytes); tq2_0, tq1_0: llama.cpp 'bitnet' formats")
     p.add_argument("--name", default=None, help="model name to store (general.name)")
     p.add_argument("--progress", action="store_true",
                    help="show a progress bar even when stderr is not a terminal")
@@ -216,16 +220,16 @@ def main(args) -> int:
         raise EdgeRuntimeError(f"{args.output}: output would overwrite the input")
     source = open_source(args.input, args.name)
     try:
-        if (isinstance(source, EdgeRuntimeSource) and args.to != "tq2_0" and args.head is None
+        if (isinstance(source, EdgeRuntimeSource) and args.to not in LLAMA_CPP_EXPORTS and args.head is None
                 and source.model.body_type == BODY_TYPES[args.to].name):
             raise EdgeRuntimeError(f"{args.input} is already an edge-runtime file with a {args.to} body; give "
                                    f"--head to change its head type, --to tq1 or --to i2_s to change "
-                                   f"its body, or --to tq2_0 to export it")
+                                   f"its body, or --to tq2_0 / --to tq1_0 to export it")
         head_name = "token_embd.weight" if source.config.tied else "output.weight"
         if args.head:
             head = HEAD_CHOICES[args.head]
         else:
-            head = GGMLType.Q8_0 if args.to == "tq2_0" else _kept_type(source, head_name)
+            head = GGMLType.Q8_0 if args.to in LLAMA_CPP_EXPORTS else _kept_type(source, head_name)
         embedding = _kept_type(source, "token_embd.weight")
         show = getattr(args, "progress", False) or sys.stderr.isatty()
         try:

@@ -12,7 +12,7 @@ import numpy as np
 
 from edge_runtime.errors import EdgeRuntimeError, ModelFormatError
 from edge_runtime.formats.gguf import (
-    GGMLType, GGUFReader, ValueType, dequantize, tq2_0_to_ternary, unpack_ternary,
+    GGMLType, GGUFReader, ValueType, dequantize, tq1_0_to_ternary, tq2_0_to_ternary, unpack_ternary,
 )
 from edge_runtime.formats.model_file import (
     ARCH, LAYER_PROJECTIONS, LLAMA_CPP_BITNET_ARCH, ModelConfig, expected_tensors, open_model_file,
@@ -24,6 +24,7 @@ from edge_runtime.formats.ternary import (
 
 STORABLE_HEAD_TYPES = (GGMLType.F16, GGMLType.F32, GGMLType.Q8_0, GGMLType.Q4_0)
 LLAMA_CPP_FILE_TYPE_TQ2_0 = 37  # llama.cpp's LLAMA_FTYPE_MOSTLY_TQ2_0 (general.file_type)
+LLAMA_CPP_FILE_TYPE_TQ1_0 = 36  # llama.cpp's LLAMA_FTYPE_MOSTLY_TQ1_0
 
 # llama.cpp token types (tokenizer.ggml.token_type)
 TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
@@ -446,7 +447,7 @@ class LlamaCppBitnetSource(Source):
         path, tensors = self.reader.path, self.reader.tensors
         expected = expected_tensors(self.config)
         allowed = {
-            "proj": (GGMLType.TQ2_0, GGMLType.F32, GGMLType.F16, GGMLType.BF16),
+            "proj": (GGMLType.TQ2_0, GGMLType.TQ1_0, GGMLType.F32, GGMLType.F16, GGMLType.BF16),
             "norm": (GGMLType.F32, GGMLType.F16, GGMLType.BF16),
             "head": STORABLE_HEAD_TYPES + (GGMLType.BF16,),
         }
@@ -459,11 +460,9 @@ class LlamaCppBitnetSource(Source):
             group = "proj" if kind in LAYER_PROJECTIONS else "head" if name in (
                 "token_embd.weight", "output.weight") else "norm"
             if info.ggml_type not in allowed[group]:
-                hint = (" (TQ1_0: re-quantize to TQ2_0 with llama-quantize first)"
-                        if info.ggml_type == GGMLType.TQ1_0 else "")
                 raise ModelFormatError(
                     f"{path}: tensor {name} has type {info.type_name}, expected one of "
-                    f"{'/'.join(t.name for t in allowed[group])}{hint}")
+                    f"{'/'.join(t.name for t in allowed[group])}")
             if info.shape != shape:
                 raise ModelFormatError(f"{path}: tensor {name} has shape {list(info.shape)}, "
                                        f"expected {list(shape)} from the metadata")
@@ -483,8 +482,9 @@ class LlamaCppBitnetSource(Source):
         rows, cols = info.shape
         what = f"{self.reader.path}: {name}"
         data = self.reader.tensor_bytes(name)
-        if info.ggml_type == GGMLType.TQ2_0:
-            ternary, block_scales = tq2_0_to_ternary(data, rows, cols, name=what)
+        if info.ggml_type in (GGMLType.TQ2_0, GGMLType.TQ1_0):
+            decode = tq2_0_to_ternary if info.ggml_type == GGMLType.TQ2_0 else tq1_0_to_ternary
+            ternary, block_scales = decode(data, rows, cols, name=what)
             scale = single_scale(ternary, block_scales, name=what)
         else:
             ternary, scale = ternary_from_values(dequantize(info.ggml_type, data, rows, cols), name=what)

@@ -20,7 +20,9 @@ Snapshot file (`<model id>-<tokens digest>.erkv`, written to a temporary name, f
 
 All integers little-endian. A file whose header, identity, shape, length or data CRC does not
 match is never used: it is skipped with a log line (and deleted when it names this model).
-At start only headers are read; the data is read and checked on first use.
+At start the headers are read; a background thread then reads and checks the data of the
+newest snapshots within the budget, so the first request after a restart finds them in memory (a
+request that needs one still being read waits for that read rather than starting its own).
 """
 import collections
 import hashlib
@@ -73,10 +75,11 @@ def common_prefix(a, b):
 
 
 class _Entry:
-    __slots__ = ("tokens", "k", "v", "path", "nbytes")
+    __slots__ = ("tokens", "k", "v", "path", "nbytes", "load_lock")
 
     def __init__(self, tokens, k=None, v=None, path=None, nbytes=0):
         self.tokens, self.k, self.v, self.path, self.nbytes = tuple(tokens), k, v, path, nbytes
+        self.load_lock = threading.Lock()  # one read of the file at a time
 
 
 class PromptCache:
@@ -96,6 +99,9 @@ class PromptCache:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
         self._writes = None
+        self._closing = False
+        self._preloader = None
+        self.preloaded = threading.Event()  # set once the snapshots found at start are in memory
         if self.directory is not None:
             if model_path is None:
                 raise ValueError("a prompt cache directory needs the model path (snapshots are tied to it)")
@@ -108,6 +114,12 @@ class PromptCache:
                                             daemon=True)
             self._writer.start()
             self._scan()
+            if self._entries:
+                self._preloader = threading.Thread(target=self._preload, name="edge-runtime-prompt-preload",
+                                                   daemon=True)
+                self._preloader.start()
+        if self._preloader is None:
+            self.preloaded.set()
 
     # -- sizes -----------------------------------------------------------------------------------
     def row_bytes(self):
@@ -180,6 +192,9 @@ class PromptCache:
             self._writes.join()
 
     def close(self):
+        self._closing = True
+        if self._preloader is not None:
+            self._preloader.join(30.0)
         if self._writes is not None:
             self.flush()
             self._writes.put(None)
@@ -303,8 +318,34 @@ class PromptCache:
             log.info("prompt cache: %d snapshot(s) of this model in %s (%.1f MiB)", len(self._entries),
                      self.directory, total / 2**20)
 
+    def _preload(self):
+        """Read the snapshots found at start into memory, the most recently written first."""
+        try:
+            with self._lock:
+                pending = list(reversed(self._entries.values()))
+            for entry in pending:
+                if self._closing:
+                    return
+                with self._lock:
+                    current = self._entries.get(entry.tokens) is entry
+                if current:  # not dropped since the start
+                    self._load(entry)
+        except Exception:  # noqa: BLE001 - a failed preload only leaves the reads to first use
+            log.exception("prompt cache: preloading the snapshots failed")
+        finally:
+            self.preloaded.set()
+
     def _load(self, entry):
-        """Read and check a snapshot's data; a bad one is forgotten (and its file removed)."""
+        """Read and check a snapshot's data once (a concurrent caller waits for that read); a bad one
+        is forgotten (and its file removed). Returns whether the entry's rows are in memory."""
+        with entry.load_lock:
+            if entry.k is not None:
+                return True
+            if entry.path is None:
+                return False
+            return self._read_entry(entry)
+
+    def _read_entry(self, entry):
         got, why = self._read_header(entry.path)
         data = None
         if got is not None:

@@ -455,3 +455,19 @@ def test_a_model_answer_that_agrees_is_used():
     reply = ConversationAgent(_ContractModelSaying({"intent": "turn_off", "name": "emma's reading lamp"})).respond(
         "please turn off emma's reading lamp", {"conversation_id": "c"})
     assert reply.kind == "intent" and reply.name == "HassTurnOff" and reply.slots["name"] == "emma's reading lamp"
+
+
+@pytest.mark.parametrize("text, name, want", [
+    ("I'm off to work, get the side gate locked please", "HassTurnOn", {"name": "side gate", "domain": "lock"}),
+    ("dinner's ready, relock the purple lock", "HassTurnOn", {"name": "purple lock", "domain": "lock"}),
+    ("it's getting dark - close the porch shutter", "HassTurnOff", {"name": "porch shutter", "domain": "cover"}),
+])
+def test_a_leading_clause_is_context_and_the_command_names_the_device(plain, text, name, want):
+    event = ask(plain, text)
+    assert event.type == "intent" and event.data["name"] == name, event
+    assert slots(event) == want
+
+
+def test_a_heating_mode_is_not_turned_into_an_on_off(plain):
+    for text in ("i want the ac on heating", "set the thermostat to auto"):
+        assert ask(plain, text).type != "intent", text

@@ -246,7 +246,8 @@ def test_llama3_tokenizer_fixture(tmp_path):
 # llama.cpp TQ2_0 files, both directions
 # ---------------------------------------------------------------------------------------------
 
-TQ_DIMS = dict(hidden=256, ffn=512, heads=4, kv_heads=2)  # TQ2_0 rows are multiples of 256
+TQ_DIMS = dict(hidden=256, ffn=512, heads=4, kv_heads=2)  # TQ2_0 / TQ1_0 rows are multiples of 256
+LLAMA_CPP_TYPES = {"tq2_0": gguf.GGMLQuantizationType.TQ2_0, "tq1_0": gguf.GGMLQuantizationType.TQ1_0}
 
 
 def write_llama_cpp_bitnet(path, mf, *, vary_block_scales=False, projection_type="tq2_0"):
@@ -283,8 +284,8 @@ def write_llama_cpp_bitnet(path, mf, *, vary_block_scales=False, projection_type
             if projection_type == "f16":  # llama.cpp's --outtype f16 export of a BitNet model
                 w.add_tensor(name, values.astype(np.float16))
             else:
-                w.add_tensor(name, gguf_quants.quantize(values, gguf.GGMLQuantizationType.TQ2_0),
-                             raw_dtype=gguf.GGMLQuantizationType.TQ2_0)
+                qtype = LLAMA_CPP_TYPES[projection_type]
+                w.add_tensor(name, gguf_quants.quantize(values, qtype), raw_dtype=qtype)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -299,7 +300,7 @@ def tq_model(tmp_path_factory):
     return root, root / "ours.gguf"
 
 
-@pytest.mark.parametrize("projection_type", ["tq2_0", "f16"])
+@pytest.mark.parametrize("projection_type", ["tq2_0", "tq1_0", "f16"])
 def test_llama_cpp_bitnet_file_converts_to_i2_s(tq_model, tmp_path, projection_type):
     _, ours = tq_model
     with open_model_file(ours) as mf:
@@ -327,10 +328,13 @@ def test_tq2_0_with_per_block_scales_is_rejected(tq_model, tmp_path):
     assert not (tmp_path / "out.gguf").exists() and leftovers(tmp_path) == []
 
 
-def test_export_to_tq2_0_reads_back_with_the_gguf_package(tq_model, tmp_path):
+@pytest.mark.parametrize("body", ["tq2_0", "tq1_0"])
+def test_export_to_llama_cpp_reads_back_with_the_gguf_package(tq_model, tmp_path, body):
     _, ours = tq_model
     exported = tmp_path / "llama.gguf"
-    run_convert(ours, "-o", exported, "--to", "tq2_0")
+    run_convert(ours, "-o", exported, "--to", body)
+    qtype = LLAMA_CPP_TYPES[body]
+    assert ref_file_type(exported) == {"tq2_0": 37, "tq1_0": 36}[body]  # llama.cpp's LLAMA_FTYPE_MOSTLY_*
     ref = gguf.GGUFReader(str(exported))
     arch = ref.get_field("general.architecture").contents()
     assert arch == gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.BITNET]
@@ -353,9 +357,12 @@ def test_export_to_tq2_0_reads_back_with_the_gguf_package(tq_model, tmp_path):
         for name, info in mf.reader.tensors.items():
             t = names[name]
             if info.ggml_type == GGMLType.I2_S:
-                assert t.tensor_type == gguf.GGMLQuantizationType.TQ2_0
+                assert t.tensor_type == qtype
                 ternary, scale = ternary_and_scale(mf, name)
-                values = gguf_quants.dequantize(t.data, gguf.GGMLQuantizationType.TQ2_0)
+                # byte for byte what the gguf package's own quantizer makes of ternary * f16(scale)
+                expected = gguf_quants.quantize(ternary.astype(np.float32) * np.float32(np.float16(scale)), qtype)
+                assert np.array_equal(np.asarray(t.data).reshape(-1), expected.reshape(-1)), name
+                values = gguf_quants.dequantize(t.data, qtype)
                 assert np.array_equal(values.reshape(ternary.shape),
                                       ternary * np.float32(np.float16(scale))), name
             elif info.ggml_type == GGMLType.F32:
@@ -370,6 +377,10 @@ def test_export_to_tq2_0_reads_back_with_the_gguf_package(tq_model, tmp_path):
             if info.ggml_type == GGMLType.I2_S:
                 (t0, s0), (t1, s1) = ternary_and_scale(a, name), ternary_and_scale(b, name)
                 assert np.array_equal(t0, t1) and s1 == float(np.float16(s0))
+
+
+def ref_file_type(path):
+    return int(gguf.GGUFReader(str(path)).get_field("general.file_type").contents())
 
 
 def test_untied_model_cannot_become_llama_cpp_bitnet(tmp_path):

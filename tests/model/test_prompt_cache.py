@@ -70,6 +70,24 @@ def test_cached_text_is_identical_cold_warm_alternating_and_after_restart(tiny_c
         assert text == expected[4] and evaluated < total // 2
 
 
+def test_a_restart_reads_the_snapshots_in_before_the_first_request(tiny_chat_model_path, tmp_path, caplog):
+    cache_dir = tmp_path / "cache"
+    _fill(tiny_chat_model_path, cache_dir, CONVERSATIONS[:2])
+    files = sorted(cache_dir.glob("*" + SUFFIX))
+    assert len(files) == 2
+    damaged = files[0]
+    raw = bytearray(damaged.read_bytes())
+    raw[-1] ^= 0xFF  # the last data byte: only the data CRC can tell
+    damaged.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.model.prompt_cache"):
+        with Model(tiny_chat_model_path, n_ctx=512, n_threads=1, prompt_cache=cache_dir) as m:
+            assert m.prompt_cache.preloaded.wait(30)
+            entries = list(m.prompt_cache._entries.values())
+            assert len(entries) == 1 and entries[0].k is not None  # in memory before any request
+            assert not damaged.exists()
+    assert any("CRC mismatch" in r.getMessage() and damaged.name in r.getMessage() for r in caplog.records)
+
+
 def _fill(path, cache_dir, conversations, **kw):
     with Model(path, n_ctx=512, n_threads=1, prompt_cache=cache_dir, **kw) as m:
         for c in conversations:

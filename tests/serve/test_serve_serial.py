@@ -349,12 +349,24 @@ text = {"true" if text else "false"}
 
 
 def test_board_memory_budget_is_enforced(tmp_path, slow_model_path):
-    # the slow model's KV cache alone is 64 MiB at 8192 tokens: over the smallest budget
+    # the slow model's KV cache alone is 64 MiB at 8192 tokens: over the smallest budget. Asked for
+    # with --ctx, that context is refused; taken from the board, it is halved until the load fits
     config = board_config(tmp_path / "small-board.toml", tmp_path / "ttyX", budget_mb=64, n_ctx=8192)
-    server = Server(str(tmp_path), slow_model_path, None, "--config", config)
+    server = Server(str(tmp_path), slow_model_path, None, "--config", config, "--ctx", "8192")
     assert server.proc.wait(30) == 1
     server.stop()
     assert "refusing to load" in server.log() and "Traceback" not in server.log()
+    assert "n_ctx 8192" in server.log()
+    server = Server(str(tmp_path), slow_model_path, None, "--config", config)
+    try:
+        deadline = time.monotonic() + 60
+        while "trying 4096" not in server.log():
+            assert time.monotonic() < deadline and server.proc.poll() in (None, 1), server.log()
+            time.sleep(0.1)
+        assert "n_ctx 8192 does not fit the memory" in server.log()
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
 
 
 @pytest.fixture(scope="module")

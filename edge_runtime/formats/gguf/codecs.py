@@ -1,4 +1,4 @@
-"""Block codecs (I2_S, TQ1_S, TQ2_0, Q8_0, Q4_0, F16, BF16). Matrices are numpy (rows, cols); a tensor is its
+"""Block codecs (I2_S, TQ1_S, TQ2_0, TQ1_0, Q8_0, Q4_0, F16, BF16). Matrices are numpy (rows, cols); a tensor is its
 rows flattened in order. The block layouts are the ones neon_kernels/er_kernels.h defines."""
 
 from __future__ import annotations
@@ -11,12 +11,21 @@ import numpy as np
 from edge_runtime.errors import ModelFormatError
 from edge_runtime.formats.gguf.types import (
     GGMLType, I2S_GROUP, I2S_TRAILER, Q4_0_BLOCK, Q8_0_BLOCK, TQ1_CHUNK, TQ1_CHUNK_BYTES, TQ1_TRAILER,
-    TQ2_0_BLOCK, _F32, tq1_row_bytes,
+    TQ1_0_BLOCK, TQ2_0_BLOCK, _F32, tq1_row_bytes,
 )
 
 _Q8_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "i1", (Q8_0_BLOCK,))])
 _Q4_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (Q4_0_BLOCK // 2,))])
 _TQ2_0_BLOCK = np.dtype([("qs", "u1", (TQ2_0_BLOCK // 4,)), ("d", "<f2")])
+# TQ1_0 (llama.cpp): 256 weights = 48 bytes of five trits + 4 bytes of four trits + the f16 scale d
+_TQ1_0_QS = (TQ1_0_BLOCK - 4 * TQ1_0_BLOCK // 64) // 5  # 48
+_TQ1_0_QH = TQ1_0_BLOCK // 64  # 4
+_TQ1_0_BLOCK = np.dtype([("qs", "u1", (_TQ1_0_QS,)), ("qh", "u1", (_TQ1_0_QH,)), ("d", "<f2")])
+# the weights of a block in the order its bytes take them: strips of 32 bytes x 5 trits (the first 160
+# weights), of 16 x 5 (the next 80), then 4 x 4 (the last 16); in a byte the first trit is the most
+# significant base-3 digit, and the byte stores ceil(value * 256 / 243) so a multiply-high reads it back
+_TQ1_0_POW5 = np.array([81, 27, 9, 3, 1], dtype=np.uint16)
+_TQ1_0_POW4 = np.array([81, 27, 9, 3], dtype=np.uint16)  # one trit short: shifted up by one digit
 # Bit positions inside one byte, for the 4 sub-blocks of 32 weights that share it.
 _I2S_SHIFTS = np.array([6, 4, 2, 0], dtype=np.uint8).reshape(1, 4, 1)
 _TQ2_0_SHIFTS = np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
@@ -170,6 +179,54 @@ def ternary_to_tq2_0(ternary: Any, scale: float) -> bytes:
     blocks["qs"] = np.bitwise_or.reduce(codes << _TQ2_0_SHIFTS, axis=2).reshape(-1, 64)
     blocks["d"] = d
     return blocks.tobytes()
+
+
+def ternary_to_tq1_0(ternary: Any, scale: float) -> bytes:
+    """(rows, cols) ternary and one scale -> TQ1_0 blocks (llama.cpp), value = trit * d with d the
+    scale in f16 for every block. cols must be a multiple of 256."""
+    t = _check_ternary(_matrix(ternary, "ternary_to_tq1_0"), "ternary_to_tq1_0")
+    if t.shape[1] % TQ1_0_BLOCK:
+        raise ValueError(f"ternary_to_tq1_0: cols {t.shape[1]} is not a multiple of {TQ1_0_BLOCK}")
+    d = np.float16(scale)
+    if not np.isfinite(d) or d <= 0:
+        raise ValueError(f"ternary_to_tq1_0: scale {scale} is not a finite positive f16 value")
+    codes = (t.astype(np.int16) + 1).astype(np.uint16).reshape(-1, TQ1_0_BLOCK)
+    n = codes.shape[0]
+    strip5a = (codes[:, :160].reshape(n, 5, 32) * _TQ1_0_POW5[None, :, None]).sum(axis=1)
+    strip5b = (codes[:, 160:240].reshape(n, 5, 16) * _TQ1_0_POW5[None, :, None]).sum(axis=1)
+    strip4 = (codes[:, 240:].reshape(n, 4, 4) * _TQ1_0_POW4[None, :, None]).sum(axis=1)
+    packed = (np.concatenate([strip5a, strip5b, strip4], axis=1) * 256 + 242) // 243
+    blocks = np.empty(n, dtype=_TQ1_0_BLOCK)
+    blocks["qs"] = packed[:, :_TQ1_0_QS]
+    blocks["qh"] = packed[:, _TQ1_0_QS:]
+    blocks["d"] = d
+    return blocks.tobytes()
+
+
+def tq1_0_to_ternary(buf: Any, rows: int, cols: int, *,
+                     name: str = "TQ1_0 tensor") -> tuple[np.ndarray, np.ndarray]:
+    """TQ1_0 bytes -> ((rows, cols) int8 ternary, f32 scale d of every 256-weight block)."""
+    if cols % TQ1_0_BLOCK:
+        raise ModelFormatError(f"{name}: TQ1_0 row length {cols} is not a multiple of {TQ1_0_BLOCK}")
+    n_blocks = rows * cols // TQ1_0_BLOCK
+    view = _check_buffer(buf, n_blocks * _TQ1_0_BLOCK.itemsize, name)
+    blocks = np.frombuffer(view, _TQ1_0_BLOCK, n_blocks)
+    packed = np.concatenate([blocks["qs"], blocks["qh"]], axis=1).astype(np.uint16)
+
+    def digits(b, count):  # the base-3 digits of b (count of them, most significant first)
+        out = []
+        for _ in range(count):
+            b = b * 3
+            out.append(b >> 8)
+            b = b & 0xFF
+        return np.stack(out, axis=1)
+
+    w5a = digits(packed[:, :32], 5).reshape(n_blocks, 160)
+    w5b = digits(packed[:, 32:48], 5).reshape(n_blocks, 80)
+    w4 = digits(packed[:, 48:], 4).reshape(n_blocks, 16)
+    codes = np.concatenate([w5a, w5b, w4], axis=1)  # every byte reads back as digits 0..2
+    ternary = (codes.astype(np.int8) - 1).reshape(rows, cols)
+    return ternary, blocks["d"].astype(np.float32)
 
 
 def tq2_0_to_ternary(buf: Any, rows: int, cols: int, *,

@@ -145,6 +145,7 @@ TQ1_CHUNK = _engine.TQ1_CHUNK  # weights per 32-byte TQ1_S chunk (five strips of
 TQ1_CHUNK_BYTES = _engine.TQ1_CHUNK_BYTES
 TQ1_TRAILER = _engine.TQ1_TRAILER_BYTES  # the f32 scale plus padding after the rows
 TQ2_0_BLOCK = _BLOCK_LAYOUT[GGMLType.TQ2_0][0]
+TQ1_0_BLOCK = _BLOCK_LAYOUT[GGMLType.TQ1_0][0]
 Q8_0_BLOCK = _BLOCK_LAYOUT[GGMLType.Q8_0][0]
 Q4_0_BLOCK = _BLOCK_LAYOUT[GGMLType.Q4_0][0]
 

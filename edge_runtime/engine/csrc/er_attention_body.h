@@ -1,0 +1,133 @@
+/* The attention of one batch's items (see attention_task in er_engine.c), included there once per
+ * way of widening the f16 KV cache: ER_ATT_NAME is the function defined, ER_ATT_CVT(p) turns 8 f16
+ * values at p into an er_v8f and ER_ATT_ATTRS holds its target attribute. Every version performs
+ * the same float operations in the same order (the conversions are exact), so they agree bit for bit.
+ *
+ * An item is token t with the query heads h0 .. h0 + nh - 1 that read kv head kvh. Scores: per
+ * position, 8 interleaved partial sums per head added up by sum8. Output: per 8-wide slice of the
+ * head, the weighted V rows are summed over the positions in order in registers and stored once. */
+#define ER_ATT_CAT2(a, b) a##b
+#define ER_ATT_CAT(a, b) ER_ATT_CAT2(a, b)
+#define ER_ATT_ITEM ER_ATT_CAT(ER_ATT_NAME, _item)
+
+/* One item; nh is a constant in each call below, so the partial sums stay in registers. */
+ER_ATT_ATTRS static __attribute__((noinline)) void ER_ATT_ITEM(er_engine *e, int l, float *att, int t,
+                                                                            int kvh, int h0, const int nh) {
+    const int hd = e->cfg.head_dim;
+    const size_t n_ctx = (size_t)e->n_ctx, kv_dim = (size_t)e->kv_dim;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int n_pos = e->tok_pos[t] + 1; /* causal: positions 0 .. pos of the token */
+    const uint16_t *kc = er_kv_rows(e, e->k_cache, e->tok_seq[t], l) + (size_t)kvh * hd;
+    const uint16_t *vc = er_kv_rows(e, e->v_cache, e->tok_seq[t], l) + (size_t)kvh * hd;
+    const float *q0 = e->q + (size_t)t * e->q_dim + (size_t)h0 * hd;
+    float mx[ATT_MAX_HEADS], inv[ATT_MAX_HEADS];
+    for (int g = 0; g < nh; g++) mx[g] = -INFINITY;
+    int p = 0;
+    for (; p + 2 <= n_pos && hd % 8 == 0; p += 2) { /* two positions share each load of q */
+        const uint16_t *kr0 = kc + (size_t)p * kv_dim, *kr1 = kr0 + kv_dim;
+        er_v8f acc0[ATT_MAX_HEADS], acc1[ATT_MAX_HEADS];
+        for (int g = 0; g < nh; g++) acc0[g] = acc1[g] = (er_v8f){0.0f};
+        for (int i = 0; i < hd; i += 8) {
+            const er_v8f k0 = ER_ATT_CVT(kr0 + i), k1 = ER_ATT_CVT(kr1 + i);
+            for (int g = 0; g < nh; g++) {
+                const er_v8f qv = load8f(q0 + (size_t)g * hd + i);
+                acc0[g] += qv * k0;
+                acc1[g] += qv * k1;
+            }
+        }
+        for (int g = 0; g < nh; g++) {
+            const float s0 = sum8(acc0[g]) * scale, s1 = sum8(acc1[g]) * scale;
+            att[g * n_ctx + p] = s0;
+            att[g * n_ctx + p + 1] = s1;
+            mx[g] = s0 > mx[g] ? s0 : mx[g];
+            mx[g] = s1 > mx[g] ? s1 : mx[g];
+        }
+    }
+    for (; p < n_pos; p++) {
+        const uint16_t *kr = kc + (size_t)p * kv_dim;
+        er_v8f acc[ATT_MAX_HEADS];
+        for (int g = 0; g < nh; g++) acc[g] = (er_v8f){0.0f};
+        int i = 0;
+        for (; i + 8 <= hd; i += 8) {
+            const er_v8f k8 = ER_ATT_CVT(kr + i); /* converted once for every head of the item */
+            for (int g = 0; g < nh; g++) acc[g] += load8f(q0 + (size_t)g * hd + i) * k8;
+        }
+        for (int g = 0; g < nh; g++) {
+            float s = sum8(acc[g]);
+            for (int r = i; r < hd; r++) s += q0[(size_t)g * hd + r] * f16(kr[r]);
+            s *= scale;
+            att[g * n_ctx + p] = s;
+            mx[g] = s > mx[g] ? s : mx[g];
+        }
+    }
+    for (int g = 0; g < nh; g++) {
+        float *ag = att + g * n_ctx, sum = 0.0f;
+        for (int p = 0; p < n_pos; p++) {
+            ag[p] = expf(ag[p] - mx[g]);
+            sum += ag[p];
+        }
+        inv[g] = 1.0f / sum;
+        for (int p = 0; p < n_pos; p++) ag[p] *= inv[g]; /* the weights */
+    }
+    float *out0 = e->xb + (size_t)t * e->q_dim + (size_t)h0 * hd;
+    int i = 0;
+    for (; i + 16 <= hd; i += 16) { /* two slices share each weight */
+        er_v8f o0[ATT_MAX_HEADS], o1[ATT_MAX_HEADS];
+        for (int g = 0; g < nh; g++) o0[g] = o1[g] = (er_v8f){0.0f};
+        for (int p = 0; p < n_pos; p++) {
+            const uint16_t *vr = vc + (size_t)p * kv_dim + i;
+            const er_v8f v0 = ER_ATT_CVT(vr), v1 = ER_ATT_CVT(vr + 8);
+            for (int g = 0; g < nh; g++) {
+                const float a = att[g * n_ctx + p];
+                o0[g] = o0[g] + a * v0;
+                o1[g] = o1[g] + a * v1;
+            }
+        }
+        for (int g = 0; g < nh; g++) {
+            memcpy(out0 + (size_t)g * hd + i, &o0[g], sizeof(o0[g]));
+            memcpy(out0 + (size_t)g * hd + i + 8, &o1[g], sizeof(o1[g]));
+        }
+    }
+    for (; i + 8 <= hd; i += 8) {
+        er_v8f o[ATT_MAX_HEADS];
+        for (int g = 0; g < nh; g++) o[g] = (er_v8f){0.0f};
+        for (int p = 0; p < n_pos; p++) {
+            const er_v8f v8 = ER_ATT_CVT(vc + (size_t)p * kv_dim + i);
+            for (int g = 0; g < nh; g++) o[g] = o[g] + att[g * n_ctx + p] * v8;
+        }
+        for (int g = 0; g < nh; g++) memcpy(out0 + (size_t)g * hd + i, &o[g], sizeof(o[g]));
+    }
+    for (; i < hd; i++)
+        for (int g = 0; g < nh; g++) {
+            float s = 0.0f;
+            for (int p = 0; p < n_pos; p++) s = s + att[g * n_ctx + p] * f16(vc[(size_t)p * kv_dim + i]);
+            out0[(size_t)g * hd + i] = s;
+        }
+}
+
+ER_ATT_ATTRS static void ER_ATT_NAME(void *ctx, int ith, int nth) {
+    attention_job *j = (attention_job *)ctx;
+    er_engine *e = j->e;
+    const int n_kv = e->cfg.n_kv_heads;
+    const int group = e->cfg.n_heads / n_kv;
+    const int per_item = j->heads_per_item;
+    const int chunks = (group + per_item - 1) / per_item;
+    float *att = e->att + (size_t)ith * ATT_MAX_HEADS * (size_t)e->n_ctx;
+    /* Items in kv-head-major order and a contiguous range per thread: a thread walks the tokens of
+     * one kv head in a row, so that head's K and V rows stay in its cache. */
+    const int n_items = j->T * n_kv * chunks;
+    const int i0 = (int)((long long)n_items * ith / nth), i1 = (int)((long long)n_items * (ith + 1) / nth);
+    for (int idx = i0; idx < i1; idx++) {
+        const int kvh = idx / (j->T * chunks), t = idx / chunks % j->T;
+        const int h0 = kvh * group + idx % chunks * per_item;
+        const int nh = per_item < kvh * group + group - h0 ? per_item : kvh * group + group - h0;
+        _Static_assert(ATT_MAX_HEADS == 4, "one case per head count");
+        switch (nh) {
+        case 1: ER_ATT_ITEM(e, j->l, att, t, kvh, h0, 1); break;
+        case 2: ER_ATT_ITEM(e, j->l, att, t, kvh, h0, 2); break;
+        case 3: ER_ATT_ITEM(e, j->l, att, t, kvh, h0, 3); break;
+        default: ER_ATT_ITEM(e, j->l, att, t, kvh, h0, 4); break;
+        }
+    }
+}
+#undef ER_ATT_ITEM
