@@ -324,9 +324,10 @@ def slots_from_words(normalized: str, permitted: set) -> dict:
         # "the ac on heating", "the thermostat to auto": a heating/cooling mode, not an on/off
         name, area = device_phrase(" ".join(mode[1]), "hvac_mode")
         return dict(got, intent="hvac_mode", name=name, area=area, value=None, mode=mode[0])
-    if got["intent"] == "none":
+    if got["intent"] in ("none", "lock", "unlock", "open", "close", "turn_on", "turn_off"):
+        # the lexicon reads "locked" / "closed" as cues too: the same intent, the device words from here
         result = _result_request(words, permitted)
-        if result is not None:
+        if result is not None and got["intent"] in ("none", result[0]):
             intent, device = result
             name, area = device_phrase(" ".join(device), intent)
             return dict(got, intent=intent, name=name, area=area)
