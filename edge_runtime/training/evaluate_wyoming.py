@@ -85,16 +85,14 @@ def _package_file():
 
 
 class Service:
-    """`edge-runtime serve wyoming` on a free local port."""
+    """`edge-runtime serve wyoming` on a free local port, with `args` (command-line options) added."""
 
-    def __init__(self, model=None, threads=1):
-        cmd = [sys.executable, "-m", "edge_runtime", "serve", "wyoming", "--uri", "tcp://127.0.0.1:0",
-               "-t", str(threads)]
-        if model:
-            cmd += ["-m", model]
-        # the service runs the same edge_runtime as this evaluation (a source tree or the installed one)
-        root = os.path.dirname(os.path.dirname(os.path.abspath(_package_file())))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    def __init__(self, args=(), env=None):
+        cmd = [sys.executable, "-m", "edge_runtime", "serve", "wyoming", "--uri", "tcp://127.0.0.1:0", *args]
+        if env is None:
+            # the service runs the same edge_runtime as this evaluation (a source tree or the installed one)
+            root = os.path.dirname(os.path.dirname(os.path.abspath(_package_file())))
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         self.log, self.port = [], None
         deadline = time.monotonic() + 120
@@ -109,11 +107,13 @@ class Service:
         if self.port is None:
             self.proc.kill()
             raise RuntimeError("serve wyoming did not start:\n" + "".join(self.log))
-        threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
+        self._drain = threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True)
+        self._drain.start()
 
     def close(self):
         self.proc.terminate()
         self.proc.wait(30)
+        self._drain.join(5)
 
 
 async def _say(port, text, context):
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     examples = evaluate_assist.heldout(args.per_kind, args.seed)
-    service = Service(args.model, args.threads)
+    service = Service(["-t", str(args.threads)] + (["-m", args.model] if args.model else []))
     try:
         rows = run(examples, service.port)
     finally:
