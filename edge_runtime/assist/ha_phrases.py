@@ -27,6 +27,16 @@ _TRAIL = ("please", "now", "for me", "thanks", "thank you", "right now", "again"
           "for a bit", "for a while", "for now", "for the night", "tonight", "if that's okay", "if that's ok",
           "if you can", "if possible", "when you can", "if you don't mind", "would you", "could you",
           "will you", "yeah", "where it is", "where they are", "right there")
+# things an assistant is asked about that are not devices of the home (other intents or apps own them)
+# ("radio", "alarm" or "music" can name a plug or a siren, so they are not here)
+_NOT_DEVICES = frozenset({"list", "lists", "email", "emails", "inbox", "message", "messages", "volume", "song",
+                          "songs", "playlist", "podcast", "timer", "timers", "reminder", "reminders", "calendar",
+                          "appointment", "weather", "forecast", "news", "recipe", "joke", "app", "browser", "website"})
+# "what does a thermostat do": a question about a kind of thing, not about a device's state
+_GENERAL_QUESTION = re.compile(r"^(what|how) (does|do|did|is|are)( an?| the)? .*\b(do|does|mean|means|work|works|"
+                               r"cost|costs)$")
+# "any lights on", "some of the gates unlocked": a state question without its verb
+_STATE_QUESTION_LEAD = ("any", "any of", "some", "some of", "are any", "are some")
 # hesitations a speech recogniser writes down; never part of a name
 _HESITATIONS = frozenset({"uh", "uhh", "uhm", "um", "umm", "er", "erm", "err", "hmm", "ah"})
 # "get the back door locked", "the side gate needs locking": the state a device should end in
@@ -314,6 +324,12 @@ def slots_from_words(normalized: str, permitted: set) -> dict:
     """The slot contract filled from the request's words alone (no model)."""
     got = rules.slots_from_words(normalized, permitted)
     words = normalized.split()
+    if _NOT_DEVICES & set(words) or _GENERAL_QUESTION.match(" ".join(words)):
+        return dict(got, intent="none", name=None, area=None, value=None, mode=None)
+    if ("query" in permitted and got["intent"] in ("turn_on", "turn_off", "lock", "unlock", "open", "close", "none")
+            and any(words[:len(p.split())] == p.split() for p in _STATE_QUESTION_LEAD)
+            and any(w in STATE_WORDS for w in words)):
+        got = dict(got, intent="query", value=None, mode=None)  # asked, not commanded
     if got["intent"] == "open" and "position" in permitted and "percent" in words:
         values = lexicon.numbers_in(normalized)
         if len(values) == 1 and 0 <= values[0] <= 100:

@@ -86,3 +86,16 @@ def test_the_command_is_the_last_clause_that_is_one():
     assert ha_phrases.command_clauses("dinner's ready, relock the purple lock") == ["relock the purple lock",
                                                                                     "dinner's ready"]
     assert ha_phrases.command_clauses("lock the door") == ["lock the door"]
+
+
+def test_what_is_not_a_device_or_not_about_one_is_no_command():
+    for text in ("put light bulbs on the list", "open my email", "set the volume to 30 percent",
+                 "what does a thermostat do", "how does the heat pump work"):
+        assert read(text)["intent"] == "none", text
+    assert read("turn on the radio")["intent"] == "turn_on"  # a plug may be called that
+
+
+def test_a_state_question_without_its_verb_is_a_question():
+    for text in ("any annex fan off", "some of my snug lights off", "some library gate unlocked"):
+        assert read(text)["intent"] == "query", text
+    assert read("turn the annex fan off")["intent"] == "turn_off"

@@ -4,13 +4,10 @@ conversation context, one reply event); malformed input gets `error` events and 
 import asyncio
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 from conftest import subprocess_env
@@ -22,31 +19,15 @@ from wyoming.intent import Recognize
 
 from edge_runtime.board.device_config import load_device_config, parse_device_config
 from edge_runtime.board.systemd_unit import serve_command
+from edge_runtime.training.evaluate_wyoming import TERMINAL, Service
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
-TERMINAL = ("intent", "not-recognized", "handled", "not-handled", "error")
 TURN_DOMAINS_WITHOUT_LOCKS = {"light", "switch", "fan"}
 
 
-class Served:
+class Served(Service):
     def __init__(self, *args):
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "serve", "wyoming", "--uri",
-                                      "tcp://127.0.0.1:0", *args], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, env=subprocess_env())
-        self.log = []
-        deadline = time.time() + 60
-        self.port = None
-        while time.time() < deadline and self.port is None:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            self.log.append(line)
-            m = re.search(r"listening on tcp://127\.0\.0\.1:(\d+)", line)
-            if m:
-                self.port = int(m.group(1))
-        assert self.port, "".join(self.log)
-        self._drain = threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True)
-        self._drain.start()
+        super().__init__(args, env=subprocess_env())
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)

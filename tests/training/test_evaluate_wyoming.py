@@ -34,3 +34,10 @@ def test_a_run_through_the_real_service(capsys):
     assert summary["requests"] == 22 and 0 <= summary["right"] <= 22
     assert summary["guarded_not_asked"] == 0
     assert set(summary["by_kind"]) >= {"on_off", "lock", "out_of_scope", "missing"}
+
+
+def test_a_temperature_question_may_come_back_as_has_own_intent():
+    want = HaIntent("HassGetState", {"name": "temperature", "area": "annex"}, "")
+    assert ew.event_right("intent", {"name": "HassClimateGetTemperature", "entities": entities(area="annex")}, want)
+    assert not ew.event_right("intent", {"name": "HassClimateGetTemperature", "entities": entities(area="loft")},
+                              want)
