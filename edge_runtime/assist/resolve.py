@@ -295,7 +295,7 @@ def _attempt(pool, said, area_w, areas, domains, all_w, phrase=None) -> Target:
 
 _FILLER_WORDS = frozenset({"now", "for", "still", "just", "right", "there", "here", "again", "thanks", "thank",
                            "okay", "hey", "uh", "um", "uhh", "hmm", "er", "erm", "when", "if", "with", "so",
-                           "then", "too", "guests", "quickly", "sec", "like", "where", "let's", "let", "bring",
+                           "then", "too", "quickly", "sec", "like", "where", "let's", "let", "bring",
                            "some", "any", "many", "much", "how", "what", "what's", "which", "who", "whether",
                            "did", "do", "does", "was", "were", "has", "have", "had", "leave", "left", "keep",
                            "know", "tell", "check", "status", "state", "increase", "decrease", "reduce",
