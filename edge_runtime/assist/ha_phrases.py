@@ -20,7 +20,8 @@ from edge_runtime.assist import lexicon, rules
 _LEAD = ("please", "hey", "okay", "ok", "hi", "so", "now", "and", "also", "just", "kindly", "go ahead and",
          "can you", "could you", "would you", "will you", "would you mind", "can i ask you to",
          "i want you to", "i would like you to", "i'd like you to", "i need you to", "i want", "i'd like",
-         "i would like", "i need", "i'd like to", "let's", "lets", "quickly", "assistant", "then", "get")
+         "i would like", "i need", "i'd like to", "let's", "lets", "quickly", "assistant", "then", "get",
+         "can i", "could i", "can we", "could we", "may i")
 _TRAIL = ("please", "now", "for me", "thanks", "thank you", "right now", "again", "immediately", "asap",
           "right away", "at once", "quickly", "ok", "okay", "and thanks", "and thank you", "thanks a lot",
           "thank you very much", "many thanks", "cheers", "for us", "for the guests", "for our guests",
@@ -261,7 +262,7 @@ def device_phrase(normalized: str, intent: str) -> tuple[str | None, str | None]
     return (" ".join(device) or None), (" ".join(area) or None)
 
 
-_CLAUSE_BREAK = re.compile(r"\s*[,;:]\s+|\s+-\s+")
+_CLAUSE_BREAK = re.compile(r"\s*[,;:]\s+|\s+-\s+|\s+so\s+|\s+and then\s+", re.IGNORECASE)
 
 
 def command_clauses(text: str) -> list[str]:

@@ -86,6 +86,9 @@ def test_the_command_is_the_last_clause_that_is_one():
     assert ha_phrases.command_clauses("dinner's ready, relock the purple lock") == ["relock the purple lock",
                                                                                     "dinner's ready"]
     assert ha_phrases.command_clauses("lock the door") == ["lock the door"]
+    assert ha_phrases.command_clauses("we're leaving now so power off the heat pump") == [
+        "power off the heat pump", "we're leaving now"]
+    assert read("can i get the porch lamp on")["name"] == "porch lamp"
 
 
 def test_what_is_not_a_device_or_not_about_one_is_no_command():
