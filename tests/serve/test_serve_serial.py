@@ -13,6 +13,7 @@ import time
 import zlib
 
 import pytest
+from conftest import tiny_tokenizer
 from serial_harness import (CRC_LINE, LONG_SCHEMA, Expected, NullModem, Pty, Server, assert_answered, ask,  # noqa: F401
                             check_stream, collect, json_service, run_client, slow_model_path, tiny_expected,
                             wait_ready)
@@ -224,11 +225,22 @@ def test_required_crc(tmp_path, tiny_chat_model_path, tiny_expected):
         pty.close()
 
 
-def test_slow_link_xoff_cancel_and_bounded_queue(tmp_path, slow_model_path):
+@pytest.fixture(scope="module")
+def slower_model_path(tmp_path_factory):
+    """The slow model's shape with 32 layers: about 4 ms a token here, so 1000 tokens take seconds
+    on an idle machine and the cancel below lands long before the last one."""
+    from edge_runtime.formats.random_model import write_random_model
+
+    return write_random_model(str(tmp_path_factory.mktemp("slower") / "slower.gguf"), shape="tiny",
+                              tokenizer=tiny_tokenizer(), dim=768, n_layers=32, n_heads=6, n_kv_heads=2,
+                              ffn_dim=2048, name="random-slower")
+
+
+def test_slow_link_xoff_cancel_and_bounded_queue(tmp_path, slower_model_path):
     """9600 baud with XON/XOFF: the test plays a slow receiver that stops the link. While the
     writer is blocked, generation goes on (merged, not queued per token) and a cancel is read."""
     pty = Pty(tmp_path / "ttySLOW")
-    server = Server(str(tmp_path), slow_model_path, pty.link, "--baud", "9600", "--xonxoff")
+    server = Server(str(tmp_path), slower_model_path, pty.link, "--baud", "9600", "--xonxoff")
     try:
         wait_ready(server, pty)
         assert termios.tcgetattr(pty.slave)[4] == termios.B9600  # the service set the line speed
