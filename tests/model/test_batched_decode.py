@@ -2,6 +2,7 @@
 pass over the weights (a long prompt prefilled in chunks between their steps), and each one's
 greedy text is identical to its single-request text, on every kernel variant."""
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -27,14 +28,20 @@ def single_texts(path, kernel, prompts, max_tokens=16, **kw):
         return out
 
 
-def concurrent(model, prompts, max_tokens=16, barrier=True):
-    """Each prompt on its own thread at once: (texts, finish reasons)."""
+def concurrent(model, prompts, max_tokens=16, barrier=True, late=None):
+    """Each prompt on its own thread at once: (texts, finish reasons). `late` (an index) starts
+    that prompt only once the engine thread has run two steps, so the others are decoding by then."""
     texts, finishes = [None] * len(prompts), [None] * len(prompts)
     start = threading.Barrier(len(prompts))
 
     def run(i):
         if barrier:
             start.wait()
+        if i == late:
+            deadline = time.monotonic() + 30
+            while model._path.steps < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.0005)
         out = model.create_completion(prompts[i], max_tokens=max_tokens, temperature=0.0)
         texts[i], finishes[i] = out["choices"][0]["text"], out["choices"][0]["finish_reason"]
 
@@ -49,10 +56,11 @@ def concurrent(model, prompts, max_tokens=16, barrier=True):
 
 @pytest.mark.parametrize("kernel", _engine.available_kernels())
 def test_batched_greedy_text_equals_single_request_text(tiny_chat_model_path, kernel):
-    expected = single_texts(tiny_chat_model_path, kernel, PROMPTS)
+    expected = single_texts(tiny_chat_model_path, kernel, PROMPTS, max_tokens=48)
     assert len(set(expected)) > 1
     with Model(tiny_chat_model_path, n_ctx=512, n_threads=2, kernel=kernel, slots=4, prefill_chunk=8) as m:
-        texts, _ = concurrent(m, PROMPTS)
+        # the long prompt comes while the others decode, as a long request does on a busy board
+        texts, _ = concurrent(m, PROMPTS, max_tokens=48, late=len(PROMPTS) - 1)
         assert texts == expected
         n_tokens = sum(len(m.tokenize(t.encode(), add_bos=False)) for t in texts)
         # the requests shared steps: fewer engine passes than tokens decoded plus prompt chunks
@@ -60,7 +68,7 @@ def test_batched_greedy_text_equals_single_request_text(tiny_chat_model_path, ke
         # the long prompt went in chunks of at most 8 tokens beside the others' decode steps
         assert m._path.mixed_steps >= 3 and 1 <= m._path.max_mixed_prompt <= 8
         # again, warm slots: still identical
-        texts, _ = concurrent(m, PROMPTS[::-1])
+        texts, _ = concurrent(m, PROMPTS[::-1], max_tokens=48)
         assert texts == expected[::-1]
 
 
