@@ -40,6 +40,8 @@ _GENERAL_QUESTION = re.compile(r"^(what|how) (does|do|did|is|are)( an?| the)? .*
 _STATE_QUESTION_LEAD = ("any", "any of", "some", "some of", "are any", "are some")
 # hesitations a speech recogniser writes down; never part of a name
 _HESITATIONS = frozenset({"uh", "uhh", "uhm", "um", "umm", "er", "erm", "err", "hmm", "ah"})
+# the leads before "get the back door locked", whose "get" is part of the pattern
+_LEAD_KEEPING_GET = tuple(p for p in _LEAD if p != "get")
 # "get the back door locked", "the side gate needs locking": the state a device should end in
 _RESULT_WORDS = {"locked": "lock", "unlocked": "unlock", "opened": "open", "open": "open", "closed": "close",
                  "shut": "close", "locking": "lock", "unlocking": "unlock", "opening": "open", "closing": "close",
@@ -275,9 +277,7 @@ def _result_request(words: list[str], permitted: set):
     """("lock", ["the", "back", "door"]) for "get the back door locked" or "the back door needs
     locking": the intent named by the state word itself (so never its opposite) and the words of
     the device; None for anything else."""
-    ws = _strip(words, _TRAIL, False)
-    while ws and ws[0] in ("please", "hey", "so", "now", "just", "can", "you", "could", "would", "i", "want"):
-        ws = ws[1:]
+    ws = _strip(_strip(words, _LEAD_KEEPING_GET, True), _TRAIL, False)
     if len(ws) < 3:
         return None
     intent, device = None, None

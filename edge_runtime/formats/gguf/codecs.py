@@ -164,16 +164,23 @@ def ternary_scale(ggml_type: int, buf: Any, rows: int, cols: int, *, offset: int
     return i2s_scale(buf, rows * cols, offset=offset)
 
 
+def _llama_ternary(ternary: Any, scale: float, what: str, block: int) -> tuple[np.ndarray, np.float16]:
+    """The checked (rows, cols) ternary matrix and f16 scale of a llama.cpp ternary encoder (rows
+    in blocks of `block` weights, one positive scale)."""
+    t = _check_ternary(_matrix(ternary, what), what)
+    if t.shape[1] % block:
+        raise ValueError(f"{what}: cols {t.shape[1]} is not a multiple of {block}")
+    d = np.float16(scale)
+    if not np.isfinite(d) or d <= 0:
+        raise ValueError(f"{what}: scale {scale} is not a finite positive f16 value")
+    return t, d
+
+
 def ternary_to_tq2_0(ternary: Any, scale: float) -> bytes:
     """(rows, cols) ternary and one scale -> TQ2_0 blocks (llama.cpp): 256 weights = 64 bytes of
     codes w+1 (in each 128-weight half, byte m holds weight m, m+32, m+64, m+96 at bits 1:0, 3:2,
     5:4, 7:6) then the f16 scale d; value = (code - 1) * d. cols must be a multiple of 256."""
-    t = _check_ternary(_matrix(ternary, "ternary_to_tq2_0"), "ternary_to_tq2_0")
-    if t.shape[1] % TQ2_0_BLOCK:
-        raise ValueError(f"ternary_to_tq2_0: cols {t.shape[1]} is not a multiple of {TQ2_0_BLOCK}")
-    d = np.float16(scale)
-    if not np.isfinite(d) or d <= 0:
-        raise ValueError(f"ternary_to_tq2_0: scale {scale} is not a finite positive f16 value")
+    t, d = _llama_ternary(ternary, scale, "ternary_to_tq2_0", TQ2_0_BLOCK)
     codes = (t.astype(np.int8) + 1).astype(np.uint8).reshape(-1, 2, 4, 32)
     blocks = np.empty(codes.shape[0], dtype=_TQ2_0_BLOCK)
     blocks["qs"] = np.bitwise_or.reduce(codes << _TQ2_0_SHIFTS, axis=2).reshape(-1, 64)
@@ -184,12 +191,7 @@ def ternary_to_tq2_0(ternary: Any, scale: float) -> bytes:
 def ternary_to_tq1_0(ternary: Any, scale: float) -> bytes:
     """(rows, cols) ternary and one scale -> TQ1_0 blocks (llama.cpp), value = trit * d with d the
     scale in f16 for every block. cols must be a multiple of 256."""
-    t = _check_ternary(_matrix(ternary, "ternary_to_tq1_0"), "ternary_to_tq1_0")
-    if t.shape[1] % TQ1_0_BLOCK:
-        raise ValueError(f"ternary_to_tq1_0: cols {t.shape[1]} is not a multiple of {TQ1_0_BLOCK}")
-    d = np.float16(scale)
-    if not np.isfinite(d) or d <= 0:
-        raise ValueError(f"ternary_to_tq1_0: scale {scale} is not a finite positive f16 value")
+    t, d = _llama_ternary(ternary, scale, "ternary_to_tq1_0", TQ1_0_BLOCK)
     codes = (t.astype(np.int16) + 1).astype(np.uint16).reshape(-1, TQ1_0_BLOCK)
     n = codes.shape[0]
     strip5a = (codes[:, :160].reshape(n, 5, 32) * _TQ1_0_POW5[None, :, None]).sum(axis=1)
