@@ -189,3 +189,24 @@ def test_value_requests_name_devices_that_have_the_feature():
                            for d in ex.home.devices), ex.text
             seen += 1
     assert seen >= 60
+
+
+def test_cut_requests_spell_the_same_text_and_are_reproducible():
+    pytest.importorskip("tokenizers")
+    from edge_runtime.training import train_tiny
+
+    examples = corpus.generate("train", 200, 4)
+    encoder = train_tiny.ChatEncoder(train_tiny.build_tokenizer(examples, 400))
+    decode = encoder.tokenizer.decode
+    cut_any = False
+    for ex in examples[:60]:
+        plain, learn = encoder.example(ex)
+        a, learn_a = encoder.example(ex, cut=(random.Random(9), 0.5))
+        b, _ = encoder.example(ex, cut=(random.Random(9), 0.5))
+        assert a == b                                    # the same generator state, the same ids
+        assert decode(a) == decode(plain)                # the same text, only in other pieces
+        # the reply (what is learned) is never cut: it is the canonical slot JSON's own ids
+        assert [t for t, m in zip(a, learn_a) if m] == [t for t, m in zip(plain, learn) if m]
+        assert encoder.example(ex, cut=(random.Random(9), 0.0))[0] == plain
+        cut_any |= a != plain
+    assert cut_any
