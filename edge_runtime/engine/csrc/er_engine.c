@@ -118,10 +118,10 @@ static void split_rows(int rows, int ith, int nth, int *r0, int *r1) {
     *r1 = *r0 + chunk < rows ? *r0 + chunk : rows;
 }
 
-/* A few tokens (the decode steps of batched requests): each chunk of rows is read from memory once
- * and run through the GEMV for every token while it is in cache. The GEMV and GEMM give the same
+/* A few tokens (the decode steps of batched requests, up to the variant's gemv_batch_max): each
+ * chunk of rows is read from memory once and run through the GEMV for every token while it is in
+ * cache. The GEMV and GEMM give the same
  * int32, so a token's result does not depend on which path ran it. */
-#define ER_GEMV_BATCH_MAX 2 /* 2B4T here, 2 threads: 2 tokens 55 ms this way against 65 in the GEMM; at 4 both 88 */
 #define ER_GEMV_CHUNK_ROWS 64 /* a multiple of ER_ROW_ALIGN; 64 rows of ffn_down (k 6912) are 108 KiB */
 
 static void gemv_tokens(const er_kernels *kern, int tq1, const uint8_t *wr, const int8_t *act_q, int32_t *acc,
@@ -161,7 +161,7 @@ static void bitlinear_task(void *ctx, int ith, int nth) {
             int32_t *a = e->acc + j->acc_off[m];
             if (T == 1)
                 (tq1 ? e->k->tq1_gemv : e->k->i2s_gemv)(wr, e->act_q, a + r0, r1 - r0, k);
-            else if (T <= ER_GEMV_BATCH_MAX)
+            else if (T <= e->k->gemv_batch_max)
                 gemv_tokens(e->k, tq1, wr, e->act_q, a, W->rows, r0, r1, k, T);
             else
                 (tq1 ? e->k->tq1_gemm : e->k->i2s_gemm)(wr, e->act_q, k, a + r0, W->rows, r1 - r0, k, T);
@@ -327,7 +327,8 @@ static void attention_task(void *ctx, int ith, int nth) {
 /* Output head over the normed hidden states e->head_x (n_tok, dim): each thread owns a range
  * of vocabulary rows and walks it in blocks of HEAD_BLOCK rows, running every token over a block
  * while it is in cache, so N tokens read the head from memory once. Blocks start at multiples of
- * ER_ROW_ALIGN, so each row is computed exactly as by one token's GEMV over the whole range. */
+ * ER_ROW_ALIGN, so each row is computed exactly as by one token's GEMV over the whole range.
+ * A variant with a multi-token Q8_0 head (q8_0_gemm) runs it over the thread's rows instead. */
 #define HEAD_BLOCK 64
 
 typedef struct {
@@ -372,6 +373,12 @@ static void head_task(void *ctx, int ith, int nth) {
     if (r1 <= r0) return;
     if (j->n_tok == 1) {
         head_rows(e, 0, r0, r1 - r0, j->logits);
+        return;
+    }
+    if (e->w.output_type == ER_TYPE_Q8_0 && e->k->q8_0_gemm) { /* every token in one pass over the rows */
+        const int dim = e->cfg.dim, nb = dim / ER_QK8_0;
+        e->k->q8_0_gemm((const er_block_q8_0 *)e->w.output + (size_t)r0 * nb, e->head_xq, j->logits + r0,
+                        e->cfg.n_vocab, r1 - r0, dim, j->n_tok);
         return;
     }
     for (int b = r0; b < r1; b += HEAD_BLOCK) {
