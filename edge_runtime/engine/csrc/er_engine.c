@@ -280,35 +280,84 @@ typedef struct {
     int heads_per_item; /* 1 .. ATT_MAX_HEADS */
 } attention_job;
 
+/* The fused multiply-adds of the attention, lane by lane: one rounding each, so the generic
+ * version (fmaf, a libm call where the CPU has no FMA) gives the bits of the hardware ones. */
+static inline er_v8f fma8(er_v8f a, er_v8f b, er_v8f c) {
+    er_v8f r;
+    for (int i = 0; i < 8; i++) r[i] = fmaf(a[i], b[i], c[i]);
+    return r;
+}
+static inline er_v8f fma8s(float a, er_v8f b, er_v8f c) {
+    er_v8f r;
+    for (int i = 0; i < 8; i++) r[i] = fmaf(a, b[i], c[i]);
+    return r;
+}
+
 #define ER_ATT_NAME attention_task_generic
 #define ER_ATT_CVT f16x8
+#define ER_ATT_FMA fma8
+#define ER_ATT_FMA_S fma8s
 #define ER_ATT_ATTRS
 #include "er_attention_body.h"
 #undef ER_ATT_NAME
 #undef ER_ATT_CVT
+#undef ER_ATT_FMA
+#undef ER_ATT_FMA_S
 #undef ER_ATT_ATTRS
 
 /* The same loops with the CPU's own f16 widening (exact, so the same bits as f16x8): on x86-64
  * with AVX2 and F16C, picked at run time; on AArch64 always (fcvtl is in the base ISA). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
-__attribute__((target("avx2,f16c"))) static inline er_v8f f16x8_f16c(const uint16_t *p) {
+#define ER_ATT_HW_TARGET __attribute__((target("avx2,f16c,fma")))
+ER_ATT_HW_TARGET static inline er_v8f f16x8_f16c(const uint16_t *p) {
     return (er_v8f)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+ER_ATT_HW_TARGET static inline er_v8f fma8_hw(er_v8f a, er_v8f b, er_v8f c) {
+    return (er_v8f)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+}
+ER_ATT_HW_TARGET static inline er_v8f fma8s_hw(float a, er_v8f b, er_v8f c) {
+    return (er_v8f)_mm256_fmadd_ps(_mm256_set1_ps(a), (__m256)b, (__m256)c);
 }
 #define ER_ATT_NAME attention_task_hw
 #define ER_ATT_CVT f16x8_f16c
-#define ER_ATT_ATTRS __attribute__((target("avx2,f16c")))
+#define ER_ATT_FMA fma8_hw
+#define ER_ATT_FMA_S fma8s_hw
+#define ER_ATT_ATTRS ER_ATT_HW_TARGET
 #include "er_attention_body.h"
-#define ER_ATT_HW_USABLE() (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))
+#define ER_ATT_HW_USABLE() \
+    (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma"))
 #elif defined(__aarch64__)
+#include <arm_neon.h>
 typedef _Float16 er_v8hf __attribute__((vector_size(16)));
 static inline er_v8f f16x8_fcvtl(const uint16_t *p) {
     er_v8hf h;
     memcpy(&h, p, sizeof(h));
     return __builtin_convertvector(h, er_v8f);
 }
+static inline er_v8f fma8_neon(er_v8f a, er_v8f b, er_v8f c) {
+    float32x4_t a2[2], b2[2], c2[2];
+    memcpy(a2, &a, sizeof(a));
+    memcpy(b2, &b, sizeof(b));
+    memcpy(c2, &c, sizeof(c));
+    c2[0] = vfmaq_f32(c2[0], a2[0], b2[0]);
+    c2[1] = vfmaq_f32(c2[1], a2[1], b2[1]);
+    memcpy(&c, c2, sizeof(c));
+    return c;
+}
+static inline er_v8f fma8s_neon(float a, er_v8f b, er_v8f c) {
+    float32x4_t b2[2], c2[2];
+    memcpy(b2, &b, sizeof(b));
+    memcpy(c2, &c, sizeof(c));
+    c2[0] = vfmaq_n_f32(c2[0], b2[0], a);
+    c2[1] = vfmaq_n_f32(c2[1], b2[1], a);
+    memcpy(&c, c2, sizeof(c));
+    return c;
+}
 #define ER_ATT_NAME attention_task_hw
 #define ER_ATT_CVT f16x8_fcvtl
+#define ER_ATT_FMA fma8_neon
+#define ER_ATT_FMA_S fma8s_neon
 #define ER_ATT_ATTRS
 #include "er_attention_body.h"
 #define ER_ATT_HW_USABLE() 1
