@@ -228,7 +228,7 @@ static void i2s_gemm_amx_small(const uint8_t *w, const int8_t *q, int ldq, int32
     const size_t row_bytes = (size_t)k / 4;
     const int groups = k / ER_I2S_GROUP;
     int8_t qb[16 * AMX_MAX_K] __attribute__((aligned(64)));
-    uint8_t abuf[4][16 * 64] __attribute__((aligned(64)));
+    uint8_t abuf[2][4][16 * 64] __attribute__((aligned(64))); /* two groups: one widened while the other is read */
     int32_t cinit[16 * 16] __attribute__((aligned(64))), cout[2][16 * 16] __attribute__((aligned(64)));
     pack_tokens_vnni(q, ldq, n_tok, np, k, qb);
     for (int n = 0; n < np; n++) {
@@ -249,17 +249,25 @@ static void i2s_gemm_amx_small(const uint8_t *w, const int8_t *q, int ldq, int32
         const uint8_t *next = wr + AMX_ROWS * row_bytes;
         _tile_loadd(6, cinit, bstride);
         _tile_loadd(7, cinit, bstride);
+        /* software pipeline: group g + 1 is widened before group g's tiles are loaded, so the
+         * tile loads never wait on the stores just made */
+        widen_group16(wr, row_bytes, abuf[0][0], abuf[0][1], at64, at20);
+        widen_group16(wr + 16 * row_bytes, row_bytes, abuf[0][2], abuf[0][3], at64, at20);
         for (int g = 0; g < groups; g++) {
-            const uint8_t *src = wr + (size_t)g * ER_I2S_GROUP_BYTES;
             if (r0 + AMX_ROWS < r32)
                 for (size_t l = 0; l < lines_per_group; l++)
                     _mm_prefetch((const char *)(next + ((size_t)g * lines_per_group + l) * 64), _MM_HINT_T0);
-            widen_group16(src, row_bytes, abuf[0], abuf[1], at64, at20);
-            widen_group16(src + 16 * row_bytes, row_bytes, abuf[2], abuf[3], at64, at20);
-            _tile_loadd(0, abuf[0], 64);
-            _tile_loadd(1, abuf[1], 64);
-            _tile_loadd(2, abuf[2], 64);
-            _tile_loadd(3, abuf[3], 64);
+            if (g + 1 < groups) {
+                const uint8_t *src = wr + (size_t)(g + 1) * ER_I2S_GROUP_BYTES;
+                uint8_t(*a)[16 * 64] = abuf[(g + 1) & 1];
+                widen_group16(src, row_bytes, a[0], a[1], at64, at20);
+                widen_group16(src + 16 * row_bytes, row_bytes, a[2], a[3], at64, at20);
+            }
+            uint8_t(*a)[16 * 64] = abuf[g & 1];
+            _tile_loadd(0, a[0], 64);
+            _tile_loadd(1, a[1], 64);
+            _tile_loadd(2, a[2], 64);
+            _tile_loadd(3, a[3], 64);
             _tile_loadd(4, qb + (size_t)(2 * g) * 16 * bstride, bstride);
             _tile_loadd(5, qb + (size_t)(2 * g + 1) * 16 * bstride, bstride);
             _tile_dpbusd(6, 0, 4);
