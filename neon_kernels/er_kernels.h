@@ -136,6 +136,13 @@ typedef void (*er_quantize_row_q8_0_fn)(const float *x, er_block_q8_0 *y, int k)
 typedef void (*er_q8_0_gemv_fn)(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out,
                                 int rows, int k);
 
+/* Output head for several tokens: xq (n_tok, k/32) Q8_0 blocks -> out[t * ldo + r] (rows of each
+ * token ldo floats apart). A variant that has one gives, for every token, exactly the floats its
+ * own q8_0_gemv gives for that token alone; a variant without one (NULL in its table) runs the
+ * GEMV token by token. */
+typedef void (*er_q8_0_gemm_fn)(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int ldo,
+                                int rows, int k, int n_tok);
+
 /* Output head, Q4_0 weights against Q8_0 activations, same contract as the Q8_0 head. */
 typedef void (*er_q4_0_gemv_fn)(const er_block_q4_0 *w, const er_block_q8_0 *xq, float *out,
                                 int rows, int k);
@@ -162,6 +169,10 @@ typedef struct {
     er_q4_0_gemv_fn q4_0_gemv;
     er_tq1_gemv_fn tq1_gemv;
     er_tq1_gemm_fn tq1_gemm;
+    er_q8_0_gemm_fn q8_0_gemm; /* NULL: q8_0_gemv token by token */
+    /* Batches of up to this many tokens run the ternary GEMV token by token over cached row
+     * chunks instead of the GEMM (the GEMV and GEMM give the same int32 either way). */
+    int gemv_batch_max;
 } er_kernels;
 
 /* ---------------------------------------------------------------------------------------
@@ -198,9 +209,12 @@ int32_t er_i2s_qsum_avx512(const int8_t *q, int k);
 void er_q8_0_gemv_avx512vnni(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
 void er_i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
                             int k, int n_tok);
-/* amx: the avx512vnni kernels with an AMX-INT8 tile GEMM (prompt processing) */
+/* amx: the avx512vnni kernels with AMX-INT8 tile GEMMs (prompts, batched decode) and Q8_0 head */
 void er_i2s_gemm_amx(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows, int k,
                      int n_tok);
+void er_q8_0_gemv_amx(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
+void er_q8_0_gemm_amx(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int ldo, int rows, int k,
+                      int n_tok);
 void er_tq1_gemv_avx2(const uint8_t *w, const int8_t *q, int32_t *out, int rows, int k);
 void er_tq1_gemm_avx2(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
                       int k, int n_tok);

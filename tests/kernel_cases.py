@@ -4,7 +4,7 @@ encoding for tests/kernel_driver.c, and a numpy reference for every op.
 The numpy reference does the integer math exactly (int64) and the float rounding steps of the
 quantizers with the same f32 operations as the C reference, so integer results and quantized
 activations are compared bit for bit; float head outputs are compared against a float64 value
-within FLOAT_RTOL of the sum of the absolute terms (see `float_bound`).
+within FLOAT_RTOL of the sum of the absolute products (see `float_bound`, `q8_0_abs_terms`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 from edge_runtime.engine import _engine
 
 (OP_QUANT_I8, OP_I2S_GEMV, OP_I2S_GEMM, OP_F16_GEMV, OP_QUANT_Q8_0, OP_Q8_0_GEMV, OP_Q4_0_GEMV,
- OP_TQ1_GEMV, OP_TQ1_GEMM) = range(1, 10)
+ OP_TQ1_GEMV, OP_TQ1_GEMM, OP_Q8_0_GEMM) = range(1, 11)
 OP_NAMES = {
     OP_QUANT_I8: "quantize_row_i8",
     OP_I2S_GEMV: "i2s_gemv",
@@ -27,12 +27,13 @@ OP_NAMES = {
     OP_Q4_0_GEMV: "q4_0_gemv",
     OP_TQ1_GEMV: "tq1_gemv",
     OP_TQ1_GEMM: "tq1_gemm",
+    OP_Q8_0_GEMM: "q8_0_gemm",
 }
 CASES_HEADER = struct.Struct("<8i")  # op, p0..p4, 0, 0
 GEMM_OUT_FILL = 0x5A5A5A5A  # the driver's fill of i2s_gemm outputs; untouched entries keep it
-# A float head output may differ from the float64 value of the exact sum by this fraction of
-# sum(|term|): the reference and every variant accumulate in f32, in different orders. The
-# observed worst case over this table is 1.3e-7 (about 2 ulp) for every variant, k <= 2560.
+# A float head output may differ from the float64 value of the exact sum by this fraction of the
+# sum of the absolute products (for Q8_0/Q4_0, |d_w d_x| times each block's absolute products):
+# the reference and every variant accumulate in f32, in different orders and lane splits.
 FLOAT_RTOL = 2e-6
 
 # the block layouts of neon_kernels/er_kernels.h, as the engine reports them (sizeof of its structs)
@@ -145,6 +146,13 @@ def q8_0_terms(w: np.ndarray, xq: np.ndarray) -> np.ndarray:
     return half(w["d"]) * half(xq["d"])[None, :] * isum
 
 
+def q8_0_abs_terms(w: np.ndarray, xq: np.ndarray) -> np.ndarray:
+    """|d_w * d_x| * sum(|w_q * x_q|) per block: a SIMD kernel may sum a block's products in
+    partial lanes and round each, so its error scales with these, not with the block's sum."""
+    asum = np.einsum("rbj,bj->rb", np.abs(w["qs"].astype(np.int64)), np.abs(xq["qs"].astype(np.int64)))
+    return np.abs(half(w["d"]) * half(xq["d"])[None, :]) * asum
+
+
 def q4_0_values(w: np.ndarray) -> np.ndarray:
     """Q4_0 blocks (rows, blocks) -> int weights (rows, blocks, 32): byte j holds weight j in the
     low nibble and weight j + 16 in the high nibble, value = nibble - 8."""
@@ -156,6 +164,11 @@ def q4_0_values(w: np.ndarray) -> np.ndarray:
 def q4_0_terms(w: np.ndarray, xq: np.ndarray) -> np.ndarray:
     isum = np.einsum("rbj,bj->rb", q4_0_values(w), xq["qs"].astype(np.int64))
     return half(w["d"]) * half(xq["d"])[None, :] * isum
+
+
+def q4_0_abs_terms(w: np.ndarray, xq: np.ndarray) -> np.ndarray:
+    asum = np.einsum("rbj,bj->rb", np.abs(q4_0_values(w)), np.abs(xq["qs"].astype(np.int64)))
+    return np.abs(half(w["d"]) * half(xq["d"])[None, :]) * asum
 
 
 def float_bound(terms: np.ndarray) -> np.ndarray:
@@ -222,8 +235,18 @@ def _q8_0_quant_case(name: str, x: np.ndarray) -> Case:
 def _head_case(name: str, op: int, w: np.ndarray, xq: np.ndarray, exact: bool = False) -> Case:
     rows, nb = w.shape
     terms = q8_0_terms(w, xq) if op == OP_Q8_0_GEMV else q4_0_terms(w, xq)
+    abs_terms = q8_0_abs_terms(w, xq) if op == OP_Q8_0_GEMV else q4_0_abs_terms(w, xq)
     return Case(name, op, (rows, nb * 32), (w, xq),
-                {"out": terms.sum(axis=1), "bound": float_bound(terms)}, exact)
+                {"out": terms.sum(axis=1), "bound": float_bound(abs_terms)}, exact)
+
+
+def _head_gemm_case(name: str, w: np.ndarray, xq: np.ndarray, ldo: int) -> Case:
+    """Several tokens' Q8_0 head at once: xq (n_tok, blocks), out (n_tok, ldo)."""
+    rows, nb = w.shape
+    terms = np.stack([q8_0_terms(w, x) for x in xq])  # (n_tok, rows, blocks)
+    abs_terms = np.stack([q8_0_abs_terms(w, x) for x in xq])
+    return Case(name, OP_Q8_0_GEMM, (rows, nb * 32, len(xq), ldo), (w, xq),
+                {"out": terms.sum(axis=2), "bound": float_bound(abs_terms), "ldo": ldo})
 
 
 def _codes(rng, rows: int, k: int, with_threes: bool = True) -> np.ndarray:
@@ -303,7 +326,10 @@ def build_cases(seed: int = 20250) -> list[Case]:
                                              # beyond the tile kernel's stack buffer
                                              (32, 128, 16, 0, 0), (96, 640, 48, 5, 3),
                                              (70, 2560, 37, 1, 2), (48, 384, 33, 0, 0),
-                                             (32, 8320, 16, 0, 0)):
+                                             (32, 8320, 16, 0, 0),
+                                             # batched decode (amx: the small-batch tile path):
+                                             # 2 and 4 tokens over whole 32-row blocks
+                                             (32, 2560, 2, 0, 0), (64, 6912, 4, 3, 1)):
         codes = _codes(rng, rows, k)
         q = rng.integers(-128, 128, size=(n_tok, k), dtype=np.int8)
         cases.append(_gemm_case(f"gemm rows={rows} k={k} n_tok={n_tok} ldq=k+{ldq_pad} ldo=rows+{ldo_pad}",
@@ -381,6 +407,17 @@ def build_cases(seed: int = 20250) -> list[Case]:
         xq = _blocks_q8_0(rng, 1, nb, d=np.ones((1, nb)))[0]
         xq["qs"] = -128
         cases.append(_head_case(f"{tag} extreme -128 rows=3 k=256", op, w, xq, exact=True))
+    # a k beyond the tile head's stack buffer (256 blocks)
+    cases.append(_head_case("q8_0_gemv rows=18 k=8224", OP_Q8_0_GEMV, _blocks_q8_0(rng, 18, 257),
+                            quantize_row_q8_0(rng.normal(0, 1, 8224))))
+
+    # -- Q8_0 head over several tokens (batched decode): row tails of the 16-row tiles, token
+    # counts that are not powers of two, more tokens than one tile's 16 columns, padded strides
+    for rows, k, n_tok, ldo_pad in ((1, 32, 1, 0), (17, 640, 3, 2), (33, 2560, 4, 1), (64, 256, 5, 0),
+                                    (48, 128, 16, 3), (20, 96, 17, 0), (7, 2560, 8, 0), (18, 8224, 2, 1)):
+        xq = np.stack([quantize_row_q8_0(rng.normal(0, 1, k)) for _ in range(n_tok)])
+        cases.append(_head_gemm_case(f"q8_0_gemm rows={rows} k={k} n_tok={n_tok} ldo=rows+{ldo_pad}",
+                                     _blocks_q8_0(rng, rows, k // 32), xq, rows + ldo_pad))
     return cases
 
 
@@ -415,6 +452,8 @@ def check_result(case: Case, payload: bytes) -> list[str]:
     if case.op in (OP_I2S_GEMV, OP_I2S_GEMM, OP_TQ1_GEMV, OP_TQ1_GEMM):
         got = np.frombuffer(payload, np.int32).reshape(e["out"].shape)
         return _int_mismatch("out", got, e["out"])
+    if case.op == OP_Q8_0_GEMM:
+        return _head_gemm_mismatch(e, payload)
     if case.op == OP_QUANT_Q8_0:
         got = np.frombuffer(payload, BLOCK_Q8_0)
         return (_int_mismatch("d (fp16 bits)", got["d"], e["blocks"]["d"])
@@ -439,3 +478,27 @@ def _int_mismatch(field: str, got: np.ndarray, want: np.ndarray) -> list[str]:
     if len(bad) > 5:
         msgs.append(f"... {len(bad)} mismatches in {field}")
     return msgs
+
+
+def _head_gemm_mismatch(e: dict, payload: bytes) -> list[str]:
+    """The gemm's (n_tok, ldo) block: near the exact value, padding untouched, and equal bit for bit
+    to the variant's own one-token GEMV of each token (a token's logits do not depend on its batch)."""
+    n_tok, rows = e["out"].shape
+    ldo = e["ldo"]
+    got = np.frombuffer(payload, np.float32)
+    if got.size != n_tok * (ldo + rows):
+        return [f"{got.size} outputs, expected {n_tok * (ldo + rows)}"]
+    gemm = got[:n_tok * ldo].reshape(n_tok, ldo)
+    single = got[n_tok * ldo:].reshape(n_tok, rows)
+    errs = []
+    fill = np.frombuffer(struct.pack("<I", GEMM_OUT_FILL), np.float32)[0]
+    if gemm[:, rows:].view(np.uint32).size and np.any(gemm[:, rows:].view(np.uint32) != fill.view(np.uint32)):
+        errs.append("q8_0_gemm wrote into the padding between tokens' rows")
+    bits = gemm[:, :rows].view(np.uint32) != single.view(np.uint32)
+    for t, r in np.argwhere(bits)[:5]:
+        errs.append(f"token {t} row {r}: gemm {gemm[t, r]!r} != its own gemv {single[t, r]!r}")
+    bad = np.argwhere(~(np.abs(gemm[:, :rows].astype(np.float64) - e["out"]) <= e["bound"]))
+    for t, r in bad[:5]:
+        errs.append(f"out[{t}, {r}] = {gemm[t, r]!r}, expected {e['out'][t, r]!r} "
+                    f"(allowed error {e['bound'][t, r]:.3g})")
+    return errs

@@ -20,9 +20,14 @@
  *     7 q4_0_gemv         p0 = rows, p1 = k     w q4_0[rows * k / 32], xq q8_0[k / 32]
  *     8 tq1_gemv          p0 = rows, p1 = k     w u8[rows * ER_TQ1_ROW_BYTES(k)], q i8[k]
  *     9 tq1_gemm          as 3, with w u8[rows * ER_TQ1_ROW_BYTES(k)]
+ *    10 q8_0_gemm         p0 = rows, p1 = k, p2 = n_tok, p3 = ldo
+ *                                               w q8_0[rows * k / 32], xq q8_0[n_tok * k / 32]
  * Results file: per record, int32 op, int32 byte count, then the bytes:
  *     1: s f32, q i8[n]        2: i32[rows]       3: i32[n_tok * ldo] (entries the kernel must
  *     not touch keep the fill 0x5a5a5a5a)       4, 6, 7: f32[rows]     5: q8_0[k / 32] blocks.     8: as 2      9: as 3.
+ *     10: f32[n_tok * ldo] from the variant's q8_0_gemm (its q8_0_gemv token by token when it has
+ *     none; untouched entries keep the fill), then f32[n_tok * rows] from its q8_0_gemv run on each
+ *     token alone, which the gemm must equal bit for bit.
  * Inputs are placed at deliberately unaligned addresses, and every output buffer is fenced
  * by guard bytes that must survive the call.
  */
@@ -33,7 +38,7 @@
 #include "er_kernels.h"
 
 enum { OP_QUANT_I8 = 1, OP_I2S_GEMV, OP_I2S_GEMM, OP_F16_GEMV, OP_QUANT_Q8_0, OP_Q8_0_GEMV, OP_Q4_0_GEMV,
-       OP_TQ1_GEMV, OP_TQ1_GEMM };
+       OP_TQ1_GEMV, OP_TQ1_GEMM, OP_Q8_0_GEMM };
 
 #define GUARD_BYTES 64
 #define GUARD_FILL 0xa5
@@ -222,8 +227,36 @@ static void run_case(const er_kernels *K, reader *rd, FILE *out) {
         free(f2);
         break;
     }
+    case OP_Q8_0_GEMM: {
+        const int rows = h[1], k = h[2], n_tok = h[3], ldo = h[4];
+        need(rows >= 1 && k >= 32 && k % 32 == 0 && n_tok >= 1 && ldo >= rows, rec,
+             "q8_0_gemm needs rows >= 1, k % 32 == 0, n_tok >= 1, ldo >= rows");
+        const size_t nb = (size_t)k / 32;
+        const er_block_q8_0 *w = take(rd, (size_t)rows * nb * sizeof(er_block_q8_0), 2, &f1);
+        const er_block_q8_0 *xq = take(rd, (size_t)n_tok * nb * sizeof(er_block_q8_0), 2, &f2);
+        const size_t nbytes = (size_t)n_tok * ldo * 4, nsingle = (size_t)n_tok * rows * 4;
+        unsigned char *res = guarded(nbytes, rec), *single = guarded(nsingle, rec);
+        if (K->q8_0_gemm)
+            K->q8_0_gemm(w, xq, (float *)res, ldo, rows, k, n_tok);
+        else
+            for (int t = 0; t < n_tok; t++) K->q8_0_gemv(w, xq + t * nb, (float *)res + (size_t)t * ldo, rows, k);
+        for (int t = 0; t < n_tok; t++) K->q8_0_gemv(w, xq + t * nb, (float *)single + (size_t)t * rows, rows, k);
+        check_guards(res, nbytes, rec, "q8_0_gemm");
+        check_guards(single, nsingle, rec, "q8_0_gemv");
+        unsigned char *both = malloc(nbytes + nsingle);
+        need(both != NULL, rec, "out of memory");
+        memcpy(both, res, nbytes);
+        memcpy(both + nbytes, single, nsingle);
+        emit(out, op, both, nbytes + nsingle);
+        free(both);
+        free(res - GUARD_BYTES);
+        free(single - GUARD_BYTES);
+        free(f1);
+        free(f2);
+        break;
+    }
     default:
-        die(rec, "unknown op in header (expected 1..9)");
+        die(rec, "unknown op in header (expected 1..10)");
     }
 }
 

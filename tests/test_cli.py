@@ -96,6 +96,24 @@ def test_bench_cold_reports_first_token_time_from_storage(tiny_chat_model_path, 
     assert out["cold_ttft_ms"] >= out["load_ms"] > 0
 
 
+@pytest.mark.parametrize("via", ["model", "mqtt"])
+def test_bench_concurrency_case(tiny_chat_model_path, here, via):
+    """The concurrency case runs 1 and 2 simultaneous requests, in-process or through a real broker
+    and a `serve mqtt --slots 2` process, and reports every count; speed is printed, not asserted."""
+    import shutil
+
+    if via == "mqtt" and not (shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")):
+        pytest.skip("mosquitto is not installed")
+    r = cli("bench", "-m", tiny_chat_model_path, "--case", "concurrency", "--via", via, "--concurrency", "1", "2",
+            "--gen-tokens", "6", "--repeats", "1", "-t", "1", "--json", cwd=here, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["slots"] == 2 and out["gen_tokens"] == 6
+    assert set(out["aggregate_tok_s"]) == {"1", "2"} and all(v > 0 for v in out["aggregate_tok_s"].values())
+    assert out["speedup_vs_one"]["1"] == 1.0
+    assert (out.get("via") == "mqtt") == (via == "mqtt")
+
+
 @pytest.mark.parametrize("args,needle", [
     (("run", "-m", "/nonexistent/model.gguf", "-p", "x"), "nonexistent"),
     (("info", "/nonexistent/model.gguf"), "nonexistent"),

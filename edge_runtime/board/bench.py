@@ -46,22 +46,42 @@ def add_arguments(p):
     p.add_argument("--question-tokens", type=int, default=12, help="question length of the serving cases")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4],
                    help="simultaneous requests of --case concurrency (default 1 2 4)")
+    p.add_argument("--via", choices=["model", "mqtt"], default="model",
+                   help="--case concurrency: call the Model from threads (model), or send the requests "
+                        "at once through a broker to `serve mqtt --slots N` (mqtt)")
+    p.add_argument("--broker", default=None, metavar="HOST:PORT",
+                   help="--via mqtt: the broker (default: start `mosquitto` from PATH on a free loopback port)")
+    p.add_argument("--tokenizer", default=None, metavar="TOKENIZER_JSON",
+                   help="--random: store this tokenizer.json (.xz allowed) in the file, so that it can be "
+                        "served (--via mqtt); the vocabulary then follows it (Llama-3's for 2B4T)")
     p.add_argument("--llama-model", default=None, metavar="GGUF",
                    help="a llama.cpp file of the same weights (edge-runtime convert --to tq2_0): runs the "
                         "serving cases on llama-cpp-python too, where it has the feature")
 
 
-def random_model_path(shape, head, cache_dir, body="i2_s", layers=None):
-    """The cached random model of a shape, head and body (and --layers); a tq1 body is the i2_s
-    file's trits."""
+def random_model_path(shape, head, cache_dir, body="i2_s", layers=None, tokenizer=None):
+    """The cached random model of a shape, head and body (and --layers, and a tokenizer.json to
+    store in it); a tq1 body is the i2_s file's trits."""
     from edge_runtime.formats.random_model import write_random_model
 
     os.makedirs(cache_dir, exist_ok=True)
     suffix = f"-{layers}l" if layers else ""
+    if tokenizer:
+        import hashlib
+
+        with open(tokenizer, "rb") as f:
+            suffix += "-tok" + hashlib.sha256(f.read()).hexdigest()[:12]
     path = os.path.join(cache_dir, f"random-{shape}-{head}{suffix}.gguf")
     if not os.path.exists(path):
         print(f"writing {path} (once)...", file=sys.stderr)
-        write_random_model(path, shape=shape, head=head, seed=1, **({"n_layers": layers} if layers else {}))
+        tok = None
+        if tokenizer:
+            from edge_runtime.text.tokenizer import Tokenizer
+
+            tok = Tokenizer.from_tokenizer_json(tokenizer)
+        write_random_model(path + ".part", shape=shape, head=head, seed=1, tokenizer=tok,
+                           **({"n_layers": layers} if layers else {}))
+        os.replace(path + ".part", path)
     if body == "i2_s":
         return path
     from edge_runtime.formats.convert import write_model
@@ -123,7 +143,8 @@ def main(args):
     from edge_runtime.model.model import Model
 
     if args.random:
-        path = random_model_path(args.random, args.head, args.cache_dir, getattr(args, "body", "i2_s"), args.layers)
+        path = random_model_path(args.random, args.head, args.cache_dir, getattr(args, "body", "i2_s"), args.layers,
+                                 getattr(args, "tokenizer", None))
     elif args.model:
         path = args.model
     else:
@@ -135,7 +156,12 @@ def main(args):
     if args.case != "speed":
         from edge_runtime.board import bench_serving
 
-        case = bench_serving.long_prompt_case if args.case == "long-prompt" else bench_serving.concurrency_case
+        if args.case == "long-prompt":
+            case = bench_serving.long_prompt_case
+        elif getattr(args, "via", "model") == "mqtt":
+            case = bench_serving.concurrency_mqtt_case
+        else:
+            case = bench_serving.concurrency_case
         res = {"model": path, "case": args.case, **case(path, args, args.threads, args.kernel)}
         if args.json:
             print(json.dumps(res))

@@ -9,7 +9,9 @@ llama.cpp with its LlamaDiskCache.
 
 concurrency: 1, 2, 4 ... requests of a short prompt each decoding --gen-tokens tokens at once on a
 model with as many slots as the largest count: aggregate tok/s. llama-cpp-python's Llama runs one
-sequence at a time, so its figure is the one-request rate for every count.
+sequence at a time, so its figure is the one-request rate for every count. With --via mqtt the
+requests go through a real broker to a `serve mqtt --slots N` process instead (the model file must
+carry a tokenizer: --random 2b4t --tokenizer tokenizer.json).
 
 Figures are printed, never asserted. Token ids are random (speed does not depend on the text).
 """
@@ -181,3 +183,136 @@ def print_case(name, res):
                 print(f"    {k2:<28} {v2:.1f}" if isinstance(v2, float) else f"    {k2:<28} {v2}")
         else:
             print(f"  {k:<30} {v:.1f}" if isinstance(v, float) else f"  {k:<30} {v}")
+
+
+def _start_mosquitto(workdir):
+    """mosquitto from PATH on a free loopback port (a config of our own, no persistence)."""
+    import socket
+    import subprocess
+
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    if exe is None:
+        raise RuntimeError("--via mqtt needs a broker: give --broker HOST:PORT or install mosquitto")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    import pwd
+
+    conf = os.path.join(workdir, "mosquitto.conf")
+    with open(conf, "w") as f:
+        f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                f"user {pwd.getpwuid(os.getuid()).pw_name}\nlog_dest none\n")
+    proc = subprocess.Popen([exe, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc, "127.0.0.1", port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("mosquitto did not start listening")
+
+
+def concurrency_mqtt_case(path, args, n_threads, kernel):
+    """Aggregate decode tok/s of N requests published at once to `serve mqtt --slots max(N)`
+    through a real broker: from the first publish to the last final reply, completion tokens as
+    the replies' usage counts them. The model file must carry a tokenizer (--tokenizer)."""
+    import json
+    import subprocess
+    import sys
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    counts = sorted(set(args.concurrency))
+    gen = args.gen_tokens
+    n_ctx = args.question_tokens + gen + 96
+    workdir = tempfile.mkdtemp(prefix="edge-runtime-bench-mqtt-")
+    broker = None
+    service = None
+    client = None
+    out = {"via": "mqtt", "gen_tokens": gen, "slots": max(counts), "aggregate_tok_s": {}}
+    try:
+        if args.broker:
+            host, _, port = args.broker.rpartition(":")
+            host, port = host or "127.0.0.1", int(port)
+        else:
+            broker, host, port = _start_mosquitto(workdir)
+        device = f"bench-{os.getpid()}"
+        argv = [sys.executable, "-m", "edge_runtime", "serve", "mqtt", "-m", path, "--broker", f"{host}:{port}",
+                "--device-id", device, "--slots", str(max(counts)), "--ctx", str(n_ctx), "--metrics-interval", "0",
+                "--max-tokens", str(max(gen, 1))]
+        if n_threads:
+            argv += ["-t", str(n_threads)]
+        if kernel:
+            argv += ["--kernel", kernel]
+        service = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=open(os.path.join(workdir, "serve.log"), "wb"))
+        finals = {}
+        cond = threading.Condition()
+        online = threading.Event()
+
+        def on_message(_c, _u, msg):
+            if msg.topic.endswith("/status"):
+                if msg.payload == b"online":
+                    online.set()
+                return
+            reply = json.loads(msg.payload)
+            if reply.get("done"):
+                with cond:
+                    finals[reply["id"]] = reply
+                    cond.notify_all()
+
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.on_message = on_message
+        client.connect(host, port)
+        client.subscribe([(f"edge/{device}/status", 1), (f"edge/{device}/response/+", 1)])
+        client.loop_start()
+        deadline = time.monotonic() + 600
+        while not online.wait(0.2):
+            if service.poll() is not None or time.monotonic() > deadline:
+                with open(os.path.join(workdir, "serve.log"), "rb") as f:
+                    raise RuntimeError("serve mqtt did not come online: " + f.read().decode("utf-8", "replace")[-800:])
+
+        def ask(ids, max_tokens):
+            t0 = time.perf_counter()
+            for i, rid in enumerate(ids):
+                req = {"id": rid, "messages": [{"role": "user", "content": f"request {i}: report the state of "
+                                                                         f"sensor {rid} in the north wing"}],
+                       "max_tokens": max_tokens, "temperature": 0, "stream": False}
+                client.publish(f"edge/{device}/request", json.dumps(req), qos=1)
+            with cond:
+                if not cond.wait_for(lambda: all(r in finals for r in ids), timeout=900):
+                    raise RuntimeError("not every request got its final reply")
+            elapsed = time.perf_counter() - t0
+            replies = [finals.pop(r) for r in ids]
+            bad = [r for r in replies if r.get("finish_reason") == "error"]
+            if bad:
+                raise RuntimeError(f"a request failed: {bad[0].get('error')}")
+            return sum(r["usage"]["completion_tokens"] for r in replies), elapsed
+
+        ask(["warm-up"], 2)  # pages the weights in
+        for n in counts:
+            rates = []
+            for rep in range(max(1, args.repeats)):
+                tokens, elapsed = ask([f"c{n}-{rep}-{i}" for i in range(n)], gen)
+                rates.append(tokens / elapsed)
+            out["aggregate_tok_s"][n] = statistics.median(rates)
+    finally:
+        if client is not None:
+            client.loop_stop()
+            client.disconnect()
+        for proc in (service, broker):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+    one = out["aggregate_tok_s"][counts[0]] / counts[0]
+    out["speedup_vs_one"] = {n: r / one for n, r in out["aggregate_tok_s"].items()}
+    return out

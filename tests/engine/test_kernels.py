@@ -29,7 +29,7 @@ DRIVER_SOURCE = REPO / "tests" / "kernel_driver.c"
 # The kernels, with the engine's dispatch table and fp16 conversion (no forward pass, no thread pool).
 KERNEL_SOURCES = [ENGINE_CSRC / "er_dispatch.c", ENGINE_CSRC / "er_fp16.c"] + [KERNEL_DIR / name for name in (
     "i2s_ref.c", "head_ref.c",
-    "i2s_avx2.c", "head_avx2.c", "i2s_avx512vnni.c", "i2s_amx.c", "head_avx512vnni.c",
+    "i2s_avx2.c", "head_avx2.c", "i2s_avx512vnni.c", "i2s_amx.c", "head_avx512vnni.c", "head_amx.c",
     "i2s_neon.c", "head_neon.c", "i2s_neon_dot.c", "head_neon_dot.c",
     "tq1_ref.c", "tq1_avx2.c", "tq1_avx512vnni.c", "tq1_neon.c", "tq1_neon_dot.c",
 )]

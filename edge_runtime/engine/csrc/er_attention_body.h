@@ -1,7 +1,9 @@
 /* The attention of one batch's items (see attention_task in er_engine.c), included there once per
  * way of widening the f16 KV cache: ER_ATT_NAME is the function defined, ER_ATT_CVT(p) turns 8 f16
- * values at p into an er_v8f and ER_ATT_ATTRS holds its target attribute. Every version performs
- * the same float operations in the same order (the conversions are exact), so they agree bit for bit.
+ * values at p into an er_v8f, ER_ATT_FMA(a, b, c) is the lanewise fused a * b + c (ER_ATT_FMA_S the
+ * same with a scalar a) and ER_ATT_ATTRS holds the target attribute. Every version performs the
+ * same float operations in the same order (the conversions are exact, a fused multiply-add is
+ * one IEEE rounding everywhere), so they agree bit for bit.
  *
  * An item is token t with the query heads h0 .. h0 + nh - 1 that read kv head kvh. Scores: per
  * position, 8 interleaved partial sums per head added up by sum8. Output: per 8-wide slice of the
@@ -31,8 +33,8 @@ ER_ATT_ATTRS static __attribute__((noinline)) void ER_ATT_ITEM(er_engine *e, int
             const er_v8f k0 = ER_ATT_CVT(kr0 + i), k1 = ER_ATT_CVT(kr1 + i);
             for (int g = 0; g < nh; g++) {
                 const er_v8f qv = load8f(q0 + (size_t)g * hd + i);
-                acc0[g] += qv * k0;
-                acc1[g] += qv * k1;
+                acc0[g] = ER_ATT_FMA(qv, k0, acc0[g]);
+                acc1[g] = ER_ATT_FMA(qv, k1, acc1[g]);
             }
         }
         for (int g = 0; g < nh; g++) {
@@ -50,7 +52,7 @@ ER_ATT_ATTRS static __attribute__((noinline)) void ER_ATT_ITEM(er_engine *e, int
         int i = 0;
         for (; i + 8 <= hd; i += 8) {
             const er_v8f k8 = ER_ATT_CVT(kr + i); /* converted once for every head of the item */
-            for (int g = 0; g < nh; g++) acc[g] += load8f(q0 + (size_t)g * hd + i) * k8;
+            for (int g = 0; g < nh; g++) acc[g] = ER_ATT_FMA(load8f(q0 + (size_t)g * hd + i), k8, acc[g]);
         }
         for (int g = 0; g < nh; g++) {
             float s = sum8(acc[g]);
@@ -79,8 +81,8 @@ ER_ATT_ATTRS static __attribute__((noinline)) void ER_ATT_ITEM(er_engine *e, int
             const er_v8f v0 = ER_ATT_CVT(vr), v1 = ER_ATT_CVT(vr + 8);
             for (int g = 0; g < nh; g++) {
                 const float a = att[g * n_ctx + p];
-                o0[g] = o0[g] + a * v0;
-                o1[g] = o1[g] + a * v1;
+                o0[g] = ER_ATT_FMA_S(a, v0, o0[g]);
+                o1[g] = ER_ATT_FMA_S(a, v1, o1[g]);
             }
         }
         for (int g = 0; g < nh; g++) {
@@ -93,7 +95,7 @@ ER_ATT_ATTRS static __attribute__((noinline)) void ER_ATT_ITEM(er_engine *e, int
         for (int g = 0; g < nh; g++) o[g] = (er_v8f){0.0f};
         for (int p = 0; p < n_pos; p++) {
             const er_v8f v8 = ER_ATT_CVT(vc + (size_t)p * kv_dim + i);
-            for (int g = 0; g < nh; g++) o[g] = o[g] + att[g * n_ctx + p] * v8;
+            for (int g = 0; g < nh; g++) o[g] = ER_ATT_FMA_S(att[g * n_ctx + p], v8, o[g]);
         }
         for (int g = 0; g < nh; g++) memcpy(out0 + (size_t)g * hd + i, &o[g], sizeof(o[g]));
     }

@@ -118,10 +118,10 @@ static void split_rows(int rows, int ith, int nth, int *r0, int *r1) {
     *r1 = *r0 + chunk < rows ? *r0 + chunk : rows;
 }
 
-/* A few tokens (the decode steps of batched requests): each chunk of rows is read from memory once
- * and run through the GEMV for every token while it is in cache. The GEMV and GEMM give the same
+/* A few tokens (the decode steps of batched requests, up to the variant's gemv_batch_max): each
+ * chunk of rows is read from memory once and run through the GEMV for every token while it is in
+ * cache. The GEMV and GEMM give the same
  * int32, so a token's result does not depend on which path ran it. */
-#define ER_GEMV_BATCH_MAX 2 /* 2B4T here, 2 threads: 2 tokens 55 ms this way against 65 in the GEMM; at 4 both 88 */
 #define ER_GEMV_CHUNK_ROWS 64 /* a multiple of ER_ROW_ALIGN; 64 rows of ffn_down (k 6912) are 108 KiB */
 
 static void gemv_tokens(const er_kernels *kern, int tq1, const uint8_t *wr, const int8_t *act_q, int32_t *acc,
@@ -161,7 +161,7 @@ static void bitlinear_task(void *ctx, int ith, int nth) {
             int32_t *a = e->acc + j->acc_off[m];
             if (T == 1)
                 (tq1 ? e->k->tq1_gemv : e->k->i2s_gemv)(wr, e->act_q, a + r0, r1 - r0, k);
-            else if (T <= ER_GEMV_BATCH_MAX)
+            else if (T <= e->k->gemv_batch_max)
                 gemv_tokens(e->k, tq1, wr, e->act_q, a, W->rows, r0, r1, k, T);
             else
                 (tq1 ? e->k->tq1_gemm : e->k->i2s_gemm)(wr, e->act_q, k, a + r0, W->rows, r1 - r0, k, T);
@@ -280,35 +280,84 @@ typedef struct {
     int heads_per_item; /* 1 .. ATT_MAX_HEADS */
 } attention_job;
 
+/* The fused multiply-adds of the attention, lane by lane: one rounding each, so the generic
+ * version (fmaf, a libm call where the CPU has no FMA) gives the bits of the hardware ones. */
+static inline er_v8f fma8(er_v8f a, er_v8f b, er_v8f c) {
+    er_v8f r;
+    for (int i = 0; i < 8; i++) r[i] = fmaf(a[i], b[i], c[i]);
+    return r;
+}
+static inline er_v8f fma8s(float a, er_v8f b, er_v8f c) {
+    er_v8f r;
+    for (int i = 0; i < 8; i++) r[i] = fmaf(a, b[i], c[i]);
+    return r;
+}
+
 #define ER_ATT_NAME attention_task_generic
 #define ER_ATT_CVT f16x8
+#define ER_ATT_FMA fma8
+#define ER_ATT_FMA_S fma8s
 #define ER_ATT_ATTRS
 #include "er_attention_body.h"
 #undef ER_ATT_NAME
 #undef ER_ATT_CVT
+#undef ER_ATT_FMA
+#undef ER_ATT_FMA_S
 #undef ER_ATT_ATTRS
 
 /* The same loops with the CPU's own f16 widening (exact, so the same bits as f16x8): on x86-64
  * with AVX2 and F16C, picked at run time; on AArch64 always (fcvtl is in the base ISA). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
-__attribute__((target("avx2,f16c"))) static inline er_v8f f16x8_f16c(const uint16_t *p) {
+#define ER_ATT_HW_TARGET __attribute__((target("avx2,f16c,fma")))
+ER_ATT_HW_TARGET static inline er_v8f f16x8_f16c(const uint16_t *p) {
     return (er_v8f)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+ER_ATT_HW_TARGET static inline er_v8f fma8_hw(er_v8f a, er_v8f b, er_v8f c) {
+    return (er_v8f)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+}
+ER_ATT_HW_TARGET static inline er_v8f fma8s_hw(float a, er_v8f b, er_v8f c) {
+    return (er_v8f)_mm256_fmadd_ps(_mm256_set1_ps(a), (__m256)b, (__m256)c);
 }
 #define ER_ATT_NAME attention_task_hw
 #define ER_ATT_CVT f16x8_f16c
-#define ER_ATT_ATTRS __attribute__((target("avx2,f16c")))
+#define ER_ATT_FMA fma8_hw
+#define ER_ATT_FMA_S fma8s_hw
+#define ER_ATT_ATTRS ER_ATT_HW_TARGET
 #include "er_attention_body.h"
-#define ER_ATT_HW_USABLE() (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))
+#define ER_ATT_HW_USABLE() \
+    (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma"))
 #elif defined(__aarch64__)
+#include <arm_neon.h>
 typedef _Float16 er_v8hf __attribute__((vector_size(16)));
 static inline er_v8f f16x8_fcvtl(const uint16_t *p) {
     er_v8hf h;
     memcpy(&h, p, sizeof(h));
     return __builtin_convertvector(h, er_v8f);
 }
+static inline er_v8f fma8_neon(er_v8f a, er_v8f b, er_v8f c) {
+    float32x4_t a2[2], b2[2], c2[2];
+    memcpy(a2, &a, sizeof(a));
+    memcpy(b2, &b, sizeof(b));
+    memcpy(c2, &c, sizeof(c));
+    c2[0] = vfmaq_f32(c2[0], a2[0], b2[0]);
+    c2[1] = vfmaq_f32(c2[1], a2[1], b2[1]);
+    memcpy(&c, c2, sizeof(c));
+    return c;
+}
+static inline er_v8f fma8s_neon(float a, er_v8f b, er_v8f c) {
+    float32x4_t b2[2], c2[2];
+    memcpy(b2, &b, sizeof(b));
+    memcpy(c2, &c, sizeof(c));
+    c2[0] = vfmaq_n_f32(c2[0], b2[0], a);
+    c2[1] = vfmaq_n_f32(c2[1], b2[1], a);
+    memcpy(&c, c2, sizeof(c));
+    return c;
+}
 #define ER_ATT_NAME attention_task_hw
 #define ER_ATT_CVT f16x8_fcvtl
+#define ER_ATT_FMA fma8_neon
+#define ER_ATT_FMA_S fma8s_neon
 #define ER_ATT_ATTRS
 #include "er_attention_body.h"
 #define ER_ATT_HW_USABLE() 1
@@ -327,7 +376,8 @@ static void attention_task(void *ctx, int ith, int nth) {
 /* Output head over the normed hidden states e->head_x (n_tok, dim): each thread owns a range
  * of vocabulary rows and walks it in blocks of HEAD_BLOCK rows, running every token over a block
  * while it is in cache, so N tokens read the head from memory once. Blocks start at multiples of
- * ER_ROW_ALIGN, so each row is computed exactly as by one token's GEMV over the whole range. */
+ * ER_ROW_ALIGN, so each row is computed exactly as by one token's GEMV over the whole range.
+ * A variant with a multi-token Q8_0 head (q8_0_gemm) runs it over the thread's rows instead. */
 #define HEAD_BLOCK 64
 
 typedef struct {
@@ -372,6 +422,12 @@ static void head_task(void *ctx, int ith, int nth) {
     if (r1 <= r0) return;
     if (j->n_tok == 1) {
         head_rows(e, 0, r0, r1 - r0, j->logits);
+        return;
+    }
+    if (e->w.output_type == ER_TYPE_Q8_0 && e->k->q8_0_gemm) { /* every token in one pass over the rows */
+        const int dim = e->cfg.dim, nb = dim / ER_QK8_0;
+        e->k->q8_0_gemm((const er_block_q8_0 *)e->w.output + (size_t)r0 * nb, e->head_xq, j->logits + r0,
+                        e->cfg.n_vocab, r1 - r0, dim, j->n_tok);
         return;
     }
     for (int b = r0; b < r1; b += HEAD_BLOCK) {
