@@ -30,6 +30,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "amx_tiles.h"
 #include "er_kernels.h"
 
 #define TILE_ROWS 16
@@ -39,19 +40,10 @@
 
 #define ER_INLINE static inline __attribute__((always_inline))
 
-typedef struct {
-    uint8_t palette_id;
-    uint8_t start_row;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} __attribute__((aligned(64))) head_tilecfg;
-
 /* tiles 0-2 (A, B, C) for even blocks, 3-5 for odd ones, so two blocks are in flight */
 static void head_configure(int np) {
-    head_tilecfg cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.palette_id = 1;
+    er_amx_tilecfg cfg;
+    er_amx_tilecfg_init(&cfg);
     for (int s = 0; s < 2; s++) {
         cfg.colsb[3 * s + 0] = ER_QK8_0; /* A: 16 rows x 32 weights */
         cfg.rows[3 * s + 0] = TILE_ROWS;
@@ -79,7 +71,7 @@ ER_INLINE __m512 row_scales(const er_block_q8_0 *wb, __m512i row_offsets) {
     return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d32));
 }
 
-/* rows [0, 16) of w (a full tile, or the zero-padded copy of a tail when pad != NULL) */
+/* rows [0, 16) of w: a full tile of the head, or the zero-padded copy of its tail rows */
 ER_INLINE void head_tile(const er_block_q8_0 *w, int nb, const int8_t *xb, const float *dxp, float *fout,
                          const int np) {
     int32_t c0[TILE_ROWS * MAX_TOKS] __attribute__((aligned(64))), c1[TILE_ROWS * MAX_TOKS] __attribute__((aligned(64)));

@@ -37,6 +37,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "amx_tiles.h"
 #include "er_kernels.h"
 
 #define AMX_ROWS 32     /* weight rows per block: two B tiles */
@@ -46,19 +47,14 @@
 #define PF_LINES 8       /* cache lines of the next row block prefetched per unpacked group */
 #define TOK_CHUNK 256   /* tokens whose activation sums are kept at once (a multiple of 32) */
 
-/* the 64-byte tile configuration (palette 1): tiles 0-1 A, 2-3 B, 4-7 C, each 16 rows x 64 B */
-typedef struct {
-    uint8_t palette_id;
-    uint8_t start_row;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} __attribute__((aligned(64))) amx_tilecfg;
+/* (byte >> s) & 3 of every byte in one GF(2) affine op, the 8x8 bit matrix of each qword:
+ * output bit 0 <- input bit s, bit 1 <- bit s + 1 */
+#define CODE_AT(s) ((long long)((1ull << (s)) << 56 | (1ull << ((s) + 1)) << 48))
 
+/* the prompt path's tiles: 0-1 A, 2-3 B, 4-7 C, each 16 rows x 64 B */
 static void amx_configure(void) {
-    amx_tilecfg cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.palette_id = 1;
+    er_amx_tilecfg cfg;
+    er_amx_tilecfg_init(&cfg);
     for (int i = 0; i < 8; i++) {
         cfg.colsb[i] = 64;
         cfg.rows[i] = 16;
@@ -70,10 +66,8 @@ static void amx_configure(void) {
  * weights 0..63 at b + (2g) * step and the tile of weights 64..127 at b + (2g + 1) * step. */
 static void unpack_b16(const uint8_t *w, size_t row_bytes, int groups, uint8_t *b, size_t step,
                        const uint8_t *pf) {
-    /* (byte >> s) & 3 in one GF(2) affine op: output bit 0 <- input bit s, bit 1 <- bit s + 1 */
-#define CODE_AT(s) _mm512_set1_epi64((long long)((1ull << (s)) << 56 | (1ull << ((s) + 1)) << 48))
-    const __m512i at6 = CODE_AT(6), at4 = CODE_AT(4), at2 = CODE_AT(2), at0 = CODE_AT(0);
-#undef CODE_AT
+    const __m512i at6 = _mm512_set1_epi64(CODE_AT(6)), at4 = _mm512_set1_epi64(CODE_AT(4));
+    const __m512i at2 = _mm512_set1_epi64(CODE_AT(2)), at0 = _mm512_set1_epi64(CODE_AT(0));
     /* qword picks for the last transpose stage: lanes 0 and 2 of x and y, or lanes 1 and 3 */
     const __m512i pick_lo = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
     const __m512i pick_hi = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
@@ -182,9 +176,8 @@ static void amx_block(const uint8_t *b, const int8_t *q, size_t ldq, const int32
  * unpacking does, so a step of a few tokens costs little more than one. */
 
 static void amx_configure_small(int np) {
-    amx_tilecfg cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.palette_id = 1;
+    er_amx_tilecfg cfg;
+    er_amx_tilecfg_init(&cfg);
     for (int i = 0; i < 4; i++) { /* A: rows 0-15 / 16-31, weights 0..63 / 64..127 of a group */
         cfg.colsb[i] = 64;
         cfg.rows[i] = 16;
@@ -220,7 +213,8 @@ static inline __attribute__((always_inline)) void widen_group16(const uint8_t *s
     }
 }
 
-/* rows [0, r32) (r32 % 32 == 0) x tokens [0, n_tok), 1 <= n_tok <= 16, k <= AMX_MAX_K (the packed activations, np * k bytes, are on the stack) */
+/* rows [0, r32) (r32 % 32 == 0) x tokens [0, n_tok), 1 <= n_tok <= 16, k <= AMX_MAX_K (the
+ * packed activations, np * k bytes, are on the stack) */
 static void i2s_gemm_amx_small(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int r32, int k,
                                int n_tok) {
     int np = 1;
@@ -235,12 +229,10 @@ static void i2s_gemm_amx_small(const uint8_t *w, const int8_t *q, int ldq, int32
         const int32_t ns = n < n_tok ? -er_i2s_qsum_avx512(q + (size_t)n * ldq, k) : 0;
         for (int r = 0; r < 16; r++) cinit[r * np + n] = ns;
     }
-    /* (byte >> s) & 3 per byte by a GF(2) affine op; the low half of the zmm takes shift 6 (or 2)
-     * and the high half shift 4 (or 0): weights j and 32 + j of the group side by side */
-#define CODE_AT(s) ((long long)((1ull << (s)) << 56 | (1ull << ((s) + 1)) << 48))
+    /* the low half of the zmm takes shift 6 (or 2) and the high half shift 4 (or 0): weights j
+     * and 32 + j of the group side by side */
     const __m512i at64 = _mm512_inserti64x4(_mm512_set1_epi64(CODE_AT(6)), _mm256_set1_epi64x(CODE_AT(4)), 1);
     const __m512i at20 = _mm512_inserti64x4(_mm512_set1_epi64(CODE_AT(2)), _mm256_set1_epi64x(CODE_AT(0)), 1);
-#undef CODE_AT
     const int bstride = 4 * np;
     const size_t lines_per_group = 32 * row_bytes / 64 / (size_t)groups; /* 16 */
     amx_configure_small(np);

@@ -120,8 +120,8 @@ static void split_rows(int rows, int ith, int nth, int *r0, int *r1) {
 
 /* A few tokens (the decode steps of batched requests, up to the variant's gemv_batch_max): each
  * chunk of rows is read from memory once and run through the GEMV for every token while it is in
- * cache. The GEMV and GEMM give the same
- * int32, so a token's result does not depend on which path ran it. */
+ * cache. The GEMV and GEMM give the same int32, so a token's result does not depend on which
+ * path ran it. */
 #define ER_GEMV_CHUNK_ROWS 64 /* a multiple of ER_ROW_ALIGN; 64 rows of ffn_down (k 6912) are 108 KiB */
 
 static void gemv_tokens(const er_kernels *kern, int tq1, const uint8_t *wr, const int8_t *act_q, int32_t *acc,
