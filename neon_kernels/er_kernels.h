@@ -207,6 +207,8 @@ void er_i2s_gemv_avx512vnni(const uint8_t *w, const int8_t *q, int32_t *out, int
 /* sum(q[0..k)), k % 128 == 0: the activation sum every AVX-512 I2_S kernel subtracts */
 int32_t er_i2s_qsum_avx512(const int8_t *q, int k);
 void er_q8_0_gemv_avx512vnni(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k);
+void er_q8_0_gemm_avx512vnni(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int ldo, int rows,
+                             int k, int n_tok);
 void er_i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *q, int ldq, int32_t *out, int ldo, int rows,
                             int k, int n_tok);
 /* amx: the avx512vnni kernels with AMX-INT8 tile GEMMs (prompts, batched decode) and Q8_0 head */

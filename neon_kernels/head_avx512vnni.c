@@ -65,4 +65,85 @@ void er_q8_0_gemv_avx512vnni(const er_block_q8_0 *w, const er_block_q8_0 *xq, fl
     for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) q8_0_rows(w + r * nb, nb, xq, bias, out + r, HEAD_ROWS, pf);
     for (; r < rows; r++) q8_0_rows(w + r * nb, nb, xq, bias, out + r, 1, pf);
 }
+
+/* Several tokens (batched decode): each weight block is loaded and sign-flipped once for up to
+ * GEMM_TOKS tokens, and the activation term 128 * sum(x) is the dpbusd's starting value (int32
+ * sums are exact, so dpbusd(-bias, wu, x) is the GEMV's dpbusd(0, wu, x) - bias). Every token's
+ * lanes see the GEMV's float operations in the GEMV's order, d_w * d_x rounded once and fused
+ * with the converted dot, so each token's logits are those of its own q8_0_gemv bit for bit. */
+#define GEMM_TOKS 4
+
+static inline __attribute__((always_inline)) void q8_0_tile(const er_block_q8_0 *w, size_t nb,
+                                                            const er_block_q8_0 *xq, float *out, size_t ldo,
+                                                            const int R, const int T, size_t pf) {
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    const __m256i zero = _mm256_setzero_si256();
+    __m256 acc[HEAD_ROWS * GEMM_TOKS];
+#pragma GCC unroll 16
+    for (int i = 0; i < R * T; i++) acc[i] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        __m256i xv[GEMM_TOKS], nbias[GEMM_TOKS];
+        float dx[GEMM_TOKS];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const er_block_q8_0 *xb = xq + (size_t)t * nb + b;
+            xv[t] = _mm256_loadu_si256((const __m256i *)xb->qs);
+            nbias[t] = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, flip, xv[t]));
+            dx[t] = half_to_float(xb->d);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const er_block_q8_0 *wb = w + r * nb + b;
+            _mm_prefetch((const char *)wb + pf, _MM_HINT_T0);
+            const __m256i wu = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)wb->qs), flip);
+            const float dw = half_to_float(wb->d);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                const __m256i dot = _mm256_dpbusd_epi32(nbias[t], wu, xv[t]);
+                acc[r * T + t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[t]), _mm256_cvtepi32_ps(dot), acc[r * T + t]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) out[(size_t)t * ldo + r] = hsum_ps(acc[r * T + t]);
+}
+
+#define TILE_CASE(R, NT)                                                                         \
+    case NT:                                                                                     \
+        q8_0_tile(w, nb, xq, out, ldo, R, NT, pf);                                               \
+        break;
+_Static_assert(GEMM_TOKS == 4, "one case per token count");
+#define TILE_CASES(R) TILE_CASE(R, 1) TILE_CASE(R, 2) TILE_CASE(R, 3) TILE_CASE(R, 4)
+
+static void q8_0_tile_rows(const er_block_q8_0 *w, size_t nb, const er_block_q8_0 *xq, float *out, size_t ldo,
+                           int R, int nt, size_t pf) {
+    if (R == HEAD_ROWS) {
+        switch (nt) { TILE_CASES(HEAD_ROWS) }
+    } else {
+        switch (nt) { TILE_CASES(1) }
+    }
+}
+#undef TILE_CASES
+#undef TILE_CASE
+
+void er_q8_0_gemm_avx512vnni(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int ldo, int rows,
+                             int k, int n_tok) {
+    const size_t nb = (size_t)k / ER_QK8_0;
+    if (nb > MAX_BLOCKS) { /* the GEMV's own fallback, token by token */
+        for (int t = 0; t < n_tok; t++) er_q8_0_gemv_avx2(w, xq + (size_t)t * nb, out + (size_t)t * ldo, rows, k);
+        return;
+    }
+    const size_t pf = er_prefetch_distance(HEAD_ROWS * nb * sizeof(er_block_q8_0));
+    for (int r = 0; r < rows;) {
+        const int R = r + HEAD_ROWS <= rows ? HEAD_ROWS : 1; /* the rows stay in L1 across token tiles */
+        for (int t0 = 0; t0 < n_tok; t0 += GEMM_TOKS) {
+            const int nt = n_tok - t0 < GEMM_TOKS ? n_tok - t0 : GEMM_TOKS;
+            q8_0_tile_rows(w + (size_t)r * nb, nb, xq + (size_t)t0 * nb, out + (size_t)t0 * ldo + r, (size_t)ldo, R,
+                           nt, pf);
+        }
+        r += R;
+    }
+}
 #endif /* __x86_64__ */

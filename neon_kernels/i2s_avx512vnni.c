@@ -51,6 +51,7 @@ ER_INLINE void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, siz
     /* per 16-bit lane: low 256 bits shift by 6 (sub-vector 0) / 2 (sub-vector 2), high by 4 / 0 */
     const __m512i shift01 = _mm512_inserti64x4(_mm512_set1_epi16(6), _mm256_set1_epi16(4), 1);
     const __m512i shift23 = _mm512_inserti64x4(_mm512_set1_epi16(2), _mm256_set1_epi16(0), 1);
+    const size_t pf = er_prefetch_distance(GEMM_ROWS * row_bytes);
     __m512i acc[TILE_MAX_ACC];
 #pragma GCC unroll 32
     for (int i = 0; i < R * T; i++) acc[i] = _mm512_setzero_si512();
@@ -58,8 +59,9 @@ ER_INLINE void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *q, siz
         const int8_t *qg = q + (size_t)g * ER_I2S_GROUP;
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            const __m512i b = _mm512_broadcast_i64x4(
-                _mm256_loadu_si256((const __m256i *)(w + r * row_bytes + (size_t)g * ER_I2S_GROUP_BYTES)));
+            const uint8_t *src = w + r * row_bytes + (size_t)g * ER_I2S_GROUP_BYTES;
+            if ((g & 1) == 0) _mm_prefetch((const char *)(src + pf), _MM_HINT_T0); /* one line per 2 groups */
+            const __m512i b = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)src));
             const __m512i c01 = _mm512_and_si512(_mm512_srlv_epi16(b, shift01), mask3);
             const __m512i c23 = _mm512_and_si512(_mm512_srlv_epi16(b, shift23), mask3);
 #pragma GCC unroll 8

@@ -22,8 +22,10 @@
 #endif
 #endif
 
-/* 2B4T here, 2 threads: 2 tokens took 55 ms by the GEMV token by token against 65 in the VNNI
- * GEMM; at 4 both took 88. The amx variant's small-batch tile GEMM is faster from 2 tokens. */
+/* 2B4T here, 2 threads: 2 tokens took 55 ms by the GEMV token by token against 65 in the AVX2
+ * GEMM. The avx512vnni GEMM (with its software prefetch) and the amx tile GEMM are faster from
+ * 2 tokens: on a Zen 4 machine, 2 tokens 59 ms by the GEMM against 59-67 by the GEMV, 4 tokens
+ * 60-67 ms against 85 (minimum of 28 steps, ad-hoc timing of Engine.eval_multi). */
 #define ER_GEMV_BATCH_MAX 2
 
 static const er_kernels k_scalar = {
@@ -44,7 +46,7 @@ static const er_kernels k_avx512vnni = {
     ER_KERNEL_AVX512VNNI,    "avx512vnni",     er_quantize_row_i8_avx2, er_i2s_gemv_avx512vnni,
     er_i2s_gemm_avx512vnni,  er_f16_gemv_avx2, er_quantize_row_q8_0_avx2, er_q8_0_gemv_avx512vnni,
     er_q4_0_gemv_avx2,       er_tq1_gemv_avx512vnni, er_tq1_gemm_avx512vnni,
-    NULL, ER_GEMV_BATCH_MAX,
+    er_q8_0_gemm_avx512vnni, 1,
 };
 static const er_kernels k_amx = {
     ER_KERNEL_AMX,           "amx",            er_quantize_row_i8_avx2, er_i2s_gemv_avx512vnni,
