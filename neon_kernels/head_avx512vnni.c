@@ -1,9 +1,10 @@
-/* AVX-512 VNNI Q8_0 output-head GEMV (the avx512vnni and amx variants).
+/* AVX-512 VNNI Q8_0 output head, one token (the GEMV) or several (the avx512vnni variant; the amx
+ * variant takes this GEMV where its tile head does not fit).
  *
  * vpdpbusd multiplies unsigned by signed bytes; Q8_0 weights are signed. Flipping the sign bit
  * (w ^ 0x80 = w + 128 as an unsigned byte) gives sum((w + 128) * x) = sum(w * x) + 128 * sum(x),
- * and the second term depends on the activations only: it is computed once per block (the same
- * 8 int32 lanes, from 0x80 bytes) and subtracted per row. Each lane then holds the exact int32
+ * and the second term depends on the activations only: it is computed once per block and token
+ * (the same 8 int32 lanes, from 0x80 bytes) for a tile of rows. Each lane then holds the exact int32
  * sum of 4 products, converted to float and scaled by d_w * d_x as in the AVX2 kernel (the
  * lanes group the 32 products differently, so the float result agrees within rounding).
  * One vpdpbusd replaces the two widenings and two vpmaddwd of the AVX2 kernel: the head is read
@@ -16,7 +17,13 @@
 #include "er_kernels.h"
 
 #define HEAD_ROWS 4
-#define MAX_BLOCKS 1024 /* k up to 32768 on the stack; larger k takes the AVX2 kernel */
+/* Up to GEMM_TOKS tokens per pass over a row tile (batched decode); one token is the GEMV. Each
+ * weight block is loaded and sign-flipped once for the tile's tokens, and the activation term
+ * 128 * sum(x) is the dpbusd's starting value (int32 sums are exact, so dpbusd(-bias, wu, x) is
+ * dpbusd(0, wu, x) - bias). A token's lanes see the same float operations in the same order
+ * whatever its batch, d_w * d_x rounded once and fused with the converted dot, so its logits do
+ * not depend on the tokens beside it. */
+#define GEMM_TOKS 4
 
 static inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -26,52 +33,6 @@ static inline float hsum_ps(__m256 v) {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
-
-static inline __attribute__((always_inline)) void q8_0_rows(const er_block_q8_0 *w, size_t nb,
-                                                            const er_block_q8_0 *xq, const __m256i *bias,
-                                                            float *out, const int R, size_t pf) {
-    const __m256i flip = _mm256_set1_epi8((char)0x80);
-    __m256 acc[HEAD_ROWS];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
-    for (size_t b = 0; b < nb; b++) {
-        const __m256i xv = _mm256_loadu_si256((const __m256i *)xq[b].qs);
-        const float dx = half_to_float(xq[b].d);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const er_block_q8_0 *wb = w + r * nb + b;
-            _mm_prefetch((const char *)wb + pf, _MM_HINT_T0);
-            const __m256i wu = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)wb->qs), flip);
-            const __m256i dot = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), wu, xv), bias[b]);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(half_to_float(wb->d) * dx), _mm256_cvtepi32_ps(dot), acc[r]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++) out[r] = hsum_ps(acc[r]);
-}
-
-void er_q8_0_gemv_avx512vnni(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k) {
-    const size_t nb = (size_t)k / ER_QK8_0;
-    if (nb > MAX_BLOCKS) {
-        er_q8_0_gemv_avx2(w, xq, out, rows, k);
-        return;
-    }
-    __m256i bias[MAX_BLOCKS]; /* 128 * (sum of 4 activations) per lane, per block */
-    const __m256i flip = _mm256_set1_epi8((char)0x80);
-    for (size_t b = 0; b < nb; b++)
-        bias[b] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), flip, _mm256_loadu_si256((const __m256i *)xq[b].qs));
-    const size_t pf = er_prefetch_distance(HEAD_ROWS * nb * sizeof(er_block_q8_0));
-    int r = 0;
-    for (; r + HEAD_ROWS <= rows; r += HEAD_ROWS) q8_0_rows(w + r * nb, nb, xq, bias, out + r, HEAD_ROWS, pf);
-    for (; r < rows; r++) q8_0_rows(w + r * nb, nb, xq, bias, out + r, 1, pf);
-}
-
-/* Several tokens (batched decode): each weight block is loaded and sign-flipped once for up to
- * GEMM_TOKS tokens, and the activation term 128 * sum(x) is the dpbusd's starting value (int32
- * sums are exact, so dpbusd(-bias, wu, x) is the GEMV's dpbusd(0, wu, x) - bias). Every token's
- * lanes see the GEMV's float operations in the GEMV's order, d_w * d_x rounded once and fused
- * with the converted dot, so each token's logits are those of its own q8_0_gemv bit for bit. */
-#define GEMM_TOKS 4
 
 static inline __attribute__((always_inline)) void q8_0_tile(const er_block_q8_0 *w, size_t nb,
                                                             const er_block_q8_0 *xq, float *out, size_t ldo,
@@ -131,10 +92,6 @@ static void q8_0_tile_rows(const er_block_q8_0 *w, size_t nb, const er_block_q8_
 void er_q8_0_gemm_avx512vnni(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int ldo, int rows,
                              int k, int n_tok) {
     const size_t nb = (size_t)k / ER_QK8_0;
-    if (nb > MAX_BLOCKS) { /* the GEMV's own fallback, token by token */
-        for (int t = 0; t < n_tok; t++) er_q8_0_gemv_avx2(w, xq + (size_t)t * nb, out + (size_t)t * ldo, rows, k);
-        return;
-    }
     const size_t pf = er_prefetch_distance(HEAD_ROWS * nb * sizeof(er_block_q8_0));
     for (int r = 0; r < rows;) {
         const int R = r + HEAD_ROWS <= rows ? HEAD_ROWS : 1; /* the rows stay in L1 across token tiles */
@@ -145,5 +102,9 @@ void er_q8_0_gemm_avx512vnni(const er_block_q8_0 *w, const er_block_q8_0 *xq, fl
         }
         r += R;
     }
+}
+
+void er_q8_0_gemv_avx512vnni(const er_block_q8_0 *w, const er_block_q8_0 *xq, float *out, int rows, int k) {
+    er_q8_0_gemm_avx512vnni(w, xq, out, rows, rows, k, 1);
 }
 #endif /* __x86_64__ */
