@@ -52,6 +52,20 @@ static inline float sum8(er_v8f v) {
 }
 
 
+/* sum8 of each of 8 partial-sum vectors, as one vector: the same additions, 8 at a time */
+static inline er_v8f sum8x8(const er_v8f a[8]) {
+    const er_v8u lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
+    const er_v8u lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+    const er_v8u lo1 = {0, 4, 2, 6, 8, 12, 10, 14}, hi1 = {1, 5, 3, 7, 9, 13, 11, 15};
+    er_v8f b[4], c[2];
+    for (int j = 0; j < 4; j++) /* lanes v0+v4 .. v3+v7 of a[2j], then of a[2j+1] */
+        b[j] = __builtin_shuffle(a[2 * j], a[2 * j + 1], lo4) + __builtin_shuffle(a[2 * j], a[2 * j + 1], hi4);
+    for (int j = 0; j < 2; j++) /* (v0+v4)+(v2+v6), (v1+v5)+(v3+v7) of a[4j], a[4j+2], a[4j+1], a[4j+3] */
+        c[j] = __builtin_shuffle(b[2 * j], b[2 * j + 1], lo2) + __builtin_shuffle(b[2 * j], b[2 * j + 1], hi2);
+    return __builtin_shuffle(c[0], c[1], lo1) + __builtin_shuffle(c[0], c[1], hi1);
+}
+
+
 /* ---------------------------------------------------------------------------------------
  * Small float ops (scalar; compiled without fp contraction so every target rounds alike).
  * ------------------------------------------------------------------------------------- */

@@ -15,24 +15,40 @@ static int check_rows(er_engine *e, int seq, int n, int ld, const void *k, const
     return ER_OK;
 }
 
-int er_engine_kv_read(er_engine *e, int seq, int n, int ld, uint16_t *k, uint16_t *v) {
-    if (check_rows(e, seq, n, ld, k, v) != ER_OK) return ER_ERR_ARG;
-    const size_t row = (size_t)n * e->kv_dim, stride = (size_t)ld * e->kv_dim;
-    for (int l = 0; l < e->cfg.n_layers; l++) {
-        memcpy(k + (size_t)l * stride, er_kv_rows(e, e->k_cache, seq, l), row * sizeof(uint16_t));
-        memcpy(v + (size_t)l * stride, er_kv_rows(e, e->v_cache, seq, l), row * sizeof(uint16_t));
+/* One copy between a sequence's rows and a caller's (n_layers, ld, kv_dim) K and V arrays; the
+ * threads of the pool take the layers in turn (a restored 1,500-token 2B4T prefix is 115 MB). */
+typedef struct {
+    er_engine *e;
+    int seq, n, ld, to_cache;
+    uint16_t *k, *v;             /* the caller's arrays (read from when to_cache) */
+} kv_copy_job;
+
+static void kv_copy_task(void *ctx, int ith, int nth) {
+    const kv_copy_job *j = (const kv_copy_job *)ctx;
+    er_engine *e = j->e;
+    const size_t row = (size_t)j->n * e->kv_dim * sizeof(uint16_t), stride = (size_t)j->ld * e->kv_dim;
+    for (int l = ith; l < e->cfg.n_layers; l += nth) {
+        uint16_t *kc = er_kv_rows(e, e->k_cache, j->seq, l), *vc = er_kv_rows(e, e->v_cache, j->seq, l);
+        uint16_t *ko = j->k + (size_t)l * stride, *vo = j->v + (size_t)l * stride;
+        memcpy(j->to_cache ? kc : ko, j->to_cache ? ko : kc, row);
+        memcpy(j->to_cache ? vc : vo, j->to_cache ? vo : vc, row);
     }
+}
+
+static int kv_copy(er_engine *e, int seq, int n, int ld, uint16_t *k, uint16_t *v, int to_cache) {
+    if (check_rows(e, seq, n, ld, k, v) != ER_OK) return ER_ERR_ARG;
+    if (n == 0) return ER_OK;
+    kv_copy_job j = {e, seq, n, ld, to_cache, k, v};
+    er_pool_run(e->pool, kv_copy_task, &j);
     return ER_OK;
 }
 
+int er_engine_kv_read(er_engine *e, int seq, int n, int ld, uint16_t *k, uint16_t *v) {
+    return kv_copy(e, seq, n, ld, k, v, 0);
+}
+
 int er_engine_kv_write(er_engine *e, int seq, int n, int ld, const uint16_t *k, const uint16_t *v) {
-    if (check_rows(e, seq, n, ld, k, v) != ER_OK) return ER_ERR_ARG;
-    const size_t row = (size_t)n * e->kv_dim, stride = (size_t)ld * e->kv_dim;
-    for (int l = 0; l < e->cfg.n_layers; l++) {
-        memcpy(er_kv_rows(e, e->k_cache, seq, l), k + (size_t)l * stride, row * sizeof(uint16_t));
-        memcpy(er_kv_rows(e, e->v_cache, seq, l), v + (size_t)l * stride, row * sizeof(uint16_t));
-    }
-    return ER_OK;
+    return kv_copy(e, seq, n, ld, (uint16_t *)k, (uint16_t *)v, 1); /* only read from */
 }
 
 int er_engine_n_seq(const er_engine *e) { return e->n_seq; }
