@@ -61,6 +61,18 @@ def test_kernel_variants_agree(tiny_path, tiny_f16_path):
             assert (v.argmax(-1) == ref.argmax(-1)).all()
 
 
+def test_attention_versions_agree_bit_for_bit(tiny_f16_path):
+    """The SIMD variants share the f16 head but not the attention (avx2: the f16c version, the AVX-512
+    variants: the AVX-512 one), so with an f16 head their logits must be the same bits; 77 tokens
+    cover the 8-position blocks of the scores and the exponential and their tails."""
+    tokens = [int(t) for t in np.random.default_rng(1).integers(0, 200, 77)]
+    outs = {k: logits_of(tiny_f16_path, tokens, n_ctx=128, kernel=k) for k in _engine.available_kernels()
+            if k != "scalar"}
+    first = next(iter(outs.values()))
+    for k, v in outs.items():
+        np.testing.assert_array_equal(v, first, err_msg=k)
+
+
 def test_no_mmap_and_mlock_give_same_logits(tiny_path):
     ref = logits_of(tiny_path, TOKENS, n_ctx=64)
     np.testing.assert_array_equal(logits_of(tiny_path, TOKENS, n_ctx=64, use_mmap=False), ref)

@@ -9,7 +9,9 @@
  * position, 8 interleaved partial sums per head, added up by sum8 or, 8 positions at a time, by
  * sum8x8 (the same additions). Weights: exp8 over 8 positions at a time, their total in 8 lanes.
  * Output: per 8-wide slice of the head, the weighted V rows are summed over the positions in
- * order in registers and stored once. */
+ * order in registers and stored once. A version may define ER_ATT_QK8 (the raw partial sums of
+ * 8 positions) and ER_ATT_V32 (the output slices of 32 lanes at a time) with the same arithmetic
+ * in wider registers. */
 #define ER_ATT_CAT2(a, b) a##b
 #define ER_ATT_CAT(a, b) ER_ATT_CAT2(a, b)
 #define ER_ATT_ITEM ER_ATT_CAT(ER_ATT_NAME, _item)
@@ -54,6 +56,9 @@ ER_ATT_ATTRS static __attribute__((noinline)) void ER_ATT_ITEM(er_engine *e, int
     int p = 0;
     for (; p + 8 <= n_pos && hd % 8 == 0; p += 8) { /* two positions share each load of q */
         er_v8f raw[ATT_MAX_HEADS][8];
+#ifdef ER_ATT_QK8
+        ER_ATT_QK8(raw, kc + (size_t)p * kv_dim, kv_dim, q0, hd, nh);
+#else
         for (int pp = 0; pp < 8; pp += 2) {
             const uint16_t *kr0 = kc + (size_t)(p + pp) * kv_dim, *kr1 = kr0 + kv_dim;
             er_v8f acc0[ATT_MAX_HEADS], acc1[ATT_MAX_HEADS];
@@ -71,6 +76,7 @@ ER_ATT_ATTRS static __attribute__((noinline)) void ER_ATT_ITEM(er_engine *e, int
                 raw[g][pp + 1] = acc1[g];
             }
         }
+#endif
         for (int g = 0; g < nh; g++) {
             const er_v8f s = sum8x8(raw[g]) * scale;
             memcpy(att + g * n_ctx + p, &s, sizeof(s));
@@ -113,6 +119,9 @@ ER_ATT_ATTRS static __attribute__((noinline)) void ER_ATT_ITEM(er_engine *e, int
     }
     float *out0 = e->xb + (size_t)t * e->q_dim + (size_t)h0 * hd;
     int i = 0;
+#ifdef ER_ATT_V32
+    i = ER_ATT_V32(out0, vc, kv_dim, att, n_ctx, n_pos, hd, nh);
+#endif
     for (; i + 16 <= hd; i += 16) { /* two slices share each weight */
         er_v8f o0[ATT_MAX_HEADS], o1[ATT_MAX_HEADS];
         for (int g = 0; g < nh; g++) o0[g] = o1[g] = (er_v8f){0.0f};

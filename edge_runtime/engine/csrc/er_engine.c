@@ -339,8 +339,72 @@ ER_ATT_HW_TARGET static inline er_v8f fma8s_hw(float a, er_v8f b, er_v8f c) {
 #define ER_ATT_FMA_S fma8s_hw
 #define ER_ATT_ATTRS ER_ATT_HW_TARGET
 #include "er_attention_body.h"
+#undef ER_ATT_NAME
+#undef ER_ATT_ATTRS
+
+/* The AVX-512 version: the same lanes, two positions (or 16 output lanes) per register. */
+#define ER_ATT_512_TARGET __attribute__((target("avx512f,avx512dq,avx512vl,avx2,f16c,fma")))
+ER_ATT_512_TARGET static inline __m512 cvt16_rows(const uint16_t *a, const uint16_t *b) {
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
+                                                   _mm_loadu_si128((const __m128i *)b), 1));
+}
+/* raw[g][0..7]: the 8 partial sums of head g at positions 0..7 of kr, four positions a step */
+ER_ATT_512_TARGET static inline __attribute__((always_inline)) void
+att_qk8_avx512(er_v8f raw[][8], const uint16_t *kr, size_t kv_dim, const float *q0, int hd, const int nh) {
+    for (int pp = 0; pp < 8; pp += 4) {
+        const uint16_t *r = kr + (size_t)pp * kv_dim;
+        __m512 acc[ATT_MAX_HEADS][2];
+        for (int g = 0; g < nh; g++) acc[g][0] = acc[g][1] = _mm512_setzero_ps();
+        for (int i = 0; i < hd; i += 8) {
+            const __m512 k01 = cvt16_rows(r + i, r + kv_dim + i);
+            const __m512 k23 = cvt16_rows(r + 2 * kv_dim + i, r + 3 * kv_dim + i);
+            for (int g = 0; g < nh; g++) {
+                const __m512 qv = _mm512_broadcast_f32x8(_mm256_loadu_ps(q0 + (size_t)g * hd + i));
+                acc[g][0] = _mm512_fmadd_ps(qv, k01, acc[g][0]);
+                acc[g][1] = _mm512_fmadd_ps(qv, k23, acc[g][1]);
+            }
+        }
+        for (int g = 0; g < nh; g++) {
+            _mm512_storeu_ps((float *)&raw[g][pp], acc[g][0]);
+            _mm512_storeu_ps((float *)&raw[g][pp + 2], acc[g][1]);
+        }
+    }
+}
+/* the output lanes 0 .. 32k - 1 of every head; returns how many */
+ER_ATT_512_TARGET static inline __attribute__((always_inline)) int
+att_v32_avx512(float *out0, const uint16_t *vc, size_t kv_dim, const float *att, size_t n_ctx, int n_pos, int hd,
+               const int nh) {
+    int i = 0;
+    for (; i + 32 <= hd; i += 32) {
+        __m512 o[ATT_MAX_HEADS][2];
+        for (int g = 0; g < nh; g++) o[g][0] = o[g][1] = _mm512_setzero_ps();
+        for (int p = 0; p < n_pos; p++) {
+            const uint16_t *vr = vc + (size_t)p * kv_dim + i;
+            const __m512 v0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)vr));
+            const __m512 v1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vr + 16)));
+            for (int g = 0; g < nh; g++) {
+                const __m512 a = _mm512_set1_ps(att[g * n_ctx + p]);
+                o[g][0] = _mm512_fmadd_ps(a, v0, o[g][0]);
+                o[g][1] = _mm512_fmadd_ps(a, v1, o[g][1]);
+            }
+        }
+        for (int g = 0; g < nh; g++) {
+            _mm512_storeu_ps(out0 + (size_t)g * hd + i, o[g][0]);
+            _mm512_storeu_ps(out0 + (size_t)g * hd + i + 16, o[g][1]);
+        }
+    }
+    return i;
+}
+#define ER_ATT_NAME attention_task_avx512
+#define ER_ATT_ATTRS ER_ATT_512_TARGET
+#define ER_ATT_QK8 att_qk8_avx512
+#define ER_ATT_V32 att_v32_avx512
+#include "er_attention_body.h"
+#undef ER_ATT_QK8
+#undef ER_ATT_V32
 #define ER_ATT_HW_USABLE() \
     (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma"))
+#define ER_ATT_512_USABLE() (ER_ATT_HW_USABLE() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
 #elif defined(__aarch64__)
 #include <arm_neon.h>
 typedef _Float16 er_v8hf __attribute__((vector_size(16)));
@@ -377,14 +441,18 @@ static inline er_v8f fma8s_neon(float a, er_v8f b, er_v8f c) {
 #define ER_ATT_HW_USABLE() 1
 #endif
 
-static void attention_task(void *ctx, int ith, int nth) {
-#ifdef ER_ATT_HW_USABLE
-    if (ER_ATT_HW_USABLE()) {
-        attention_task_hw(ctx, ith, nth);
-        return;
-    }
+/* The attention version of a kernel variant: the reference variant runs the portable one, AVX2
+ * the f16c one and the AVX-512 variants the AVX-512 one (each where the CPU has it), so the tests
+ * of every variant also cover every attention version; all give the same bits. */
+er_task_fn er_attention_select(const er_kernels *k) {
+    if (strcmp(k->name, "scalar") == 0) return attention_task_generic;
+#ifdef ER_ATT_512_USABLE
+    if (strcmp(k->name, "avx2") != 0 && ER_ATT_512_USABLE()) return attention_task_avx512;
 #endif
-    attention_task_generic(ctx, ith, nth);
+#ifdef ER_ATT_HW_USABLE
+    if (ER_ATT_HW_USABLE()) return attention_task_hw;
+#endif
+    return attention_task_generic;
 }
 
 /* Output head over the normed hidden states e->head_x (n_tok, dim): each thread owns a range
@@ -488,7 +556,7 @@ static void forward_layer(er_engine *e, int l, int T) {
     int per_item = group < ATT_MAX_HEADS ? group : ATT_MAX_HEADS;
     while (per_item > 1 && T * c->n_kv_heads * ((group + per_item - 1) / per_item) < 4 * e->n_threads) per_item--;
     attention_job aj = {e, l, T, per_item};
-    er_pool_run(e->pool, attention_task, &aj);
+    er_pool_run(e->pool, e->attention, &aj);
     norm_quant(e, e->xb, e->xb, L->attn_sub_norm, T, qd);
     {
         const er_i2s_tensor *W[1] = {&L->wo};

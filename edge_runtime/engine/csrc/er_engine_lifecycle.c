@@ -220,6 +220,7 @@ int er_engine_create(er_engine **out, const er_config *cfg, const er_weights *w,
     e->cfg = *c;
     e->w = *w;
     e->k = kernels;
+    e->attention = er_attention_select(kernels);
     e->n_ctx = n_ctx;
     e->n_batch = n_batch;
     e->n_seq = n_seq;

@@ -19,6 +19,7 @@ struct er_engine {
     er_layer_weights *layers;
     const er_kernels *k;
     er_pool *pool;
+    er_task_fn attention; /* er_attention_select(k) */
     int n_ctx, n_batch, n_threads, n_seq;
     int q_dim, kv_dim;
     atomic_int abort_flag;
@@ -45,6 +46,8 @@ struct er_engine {
     uint16_t *v_cache; /* (n_seq, n_layers, n_ctx, kv_dim) f16 */
     size_t state_bytes;
 };
+
+er_task_fn er_attention_select(const er_kernels *k);
 
 /* K (or V) rows of sequence seq, layer l: (n_ctx, kv_dim) */
 static inline uint16_t *er_kv_rows(const er_engine *e, uint16_t *cache, int seq, int l) {
