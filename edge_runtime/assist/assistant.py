@@ -263,7 +263,7 @@ class Assistant:
         kinds = {e.domain for e in entities}
         if len(kinds) > 1:
             # an area-wide command acts on one kind of device; prefer what the words named
-            named = resolve._domains_of(resolve.words(got.get("name") or ""), sorted(kinds))
+            named = resolve._domains_of(resolve.words(got.get("name") or text), sorted(kinds))
             entities = [e for e in entities if e.domain == named[0]]
         return self._act(intent, entities, got, normalized, permitted)
 

@@ -10,6 +10,7 @@ Anything ambiguous or absent resolves to nothing: the assistant answers, it neve
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -148,7 +149,7 @@ def find(home, intent: str, name: str | None, area: str | None, text: str) -> Ta
         # a verb-like word stays when it is a word of this home's names ("light", "back", "lock", "power"
         # are cue words too); numbers stay: a name may hold one ("relay 2"), a value is only an extra word
         named = _name_words(home)
-        name_w = [w for w in all_w if w not in _VERB_WORDS or w in named or _stem(w) in named]
+        name_w = [w for w in words(command_clause(text)) if w not in _VERB_WORDS or w in named or _stem(w) in named]
         if areas:
             name_w = [w for w in name_w if not any(word_match(w, a) for a in area_w)]
         phrase = _device_phrase(home, lexicon.normalize(text).split())
@@ -166,7 +167,31 @@ def find(home, intent: str, name: str | None, area: str | None, text: str) -> Ta
             again = _attempt(pool, rest, aw, [a], domains, all_w, phrase)
             if again.entities and not again.problem:
                 return again
+        if inner and found.group and not _names_an_area_word(found.entities, name_w, inner):
+            return Target([], "no_device")  # a kind in an area said: never the kind elsewhere
     return found
+
+
+def _names_an_area_word(entities, said, areas) -> bool:
+    """Whether the words that named an area are also words of the entities' own names (a "Garden
+    Light" in the hall is named by "garden", whatever area is called Garden)."""
+    aw = [w for a in areas for w in words(a)]
+    return any(word_match(w, x) for e in entities for label in (e.name or "", e.friendly_name or "")
+               for x in _words(label) for w in aw if any(word_match(w, s) for s in said))
+
+
+_CLAUSE_BREAK = re.compile(r"[,;:!?]|\s(?:so|then)\s", re.IGNORECASE)
+
+
+def command_clause(text: str) -> str:
+    """The request without a leading clause ("we're leaving now so dim the hall to 20" -> "dim the
+    hall to 20"; "I'm off to work, the brightness of the snug to 75"): the words after the last
+    clause break that still leaves two words or more, else the whole request."""
+    for m in reversed(list(_CLAUSE_BREAK.finditer(text))):
+        rest = text[m.end():]
+        if len(rest.split()) >= 2:
+            return rest
+    return text
 
 
 _NOUN_BEFORE = frozenset({"the", "a", "an", "my", "our", "your", "this", "that", "these", "those", "every", "each",

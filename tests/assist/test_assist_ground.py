@@ -126,3 +126,22 @@ def test_no_slots_at_all_can_take_the_opposite_action(assistant):
             if act not in (None, "query"):
                 assert ACTION_INTENT.get(act, intent) in permitted or act == "light.turn_on", r
     assert checked > 10
+
+
+@pytest.mark.parametrize("text, action, entity, data", [
+    # a leading clause is not part of the device phrase: the area's lights
+    ("I'm off to work, the brightness of the landing to 30", "light.turn_on", "light.landing", {"brightness_pct": 30}),
+    ("we're leaving now so dim the landing to 20", "light.turn_on", "light.landing", {"brightness_pct": 20}),
+    ("the dog's asleep, so turn off the kitchen", "light.turn_off", ["light.kitchen_ceiling", "light.kitchen_strip"],
+     None),
+    # the kind the request names, among an area's kinds
+    ("turn on the switch in the kitchen", "switch.turn_on", "switch.coffee", None),
+    # an area said with a kind it lacks: never that kind in another area
+    ("how is the current temp of the office", None, None, None),
+    ("what is the temperature in the office", None, None, None),
+])
+def test_interpret_reads_the_command_clause_and_keeps_to_the_area(assistant, text, action, entity, data):
+    r = assistant.interpret(text)
+    assert r["action"] == action, r
+    assert r.get("entity_id") == entity, r
+    assert r.get("data") == data, r
