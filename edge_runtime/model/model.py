@@ -50,6 +50,9 @@ class NonFiniteLogitsError(EdgeRuntimeError):
     file, not of the request)."""
 
 
+MADV_POPULATE_READ = 22  # <linux/mman.h>, the same on every architecture; Python 3.11's mmap lacks it
+
+
 def default_model_path():
     """The small model that ships inside the package, or None if this build has none."""
     here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
@@ -113,6 +116,9 @@ class Model:
         elif isinstance(buffer, mmap.mmap) and hasattr(mmap, "MADV_WILLNEED"):
             try:
                 buffer.madvise(mmap.MADV_WILLNEED)
+                # and map every page now (Linux >= 5.14; elsewhere EINVAL, ignored): the first request
+                # after a start does not fault the weights in
+                buffer.madvise(getattr(mmap, "MADV_POPULATE_READ", MADV_POPULATE_READ))
             except OSError:
                 pass
         self._buffer = buffer

@@ -25,6 +25,7 @@ newest snapshots within the budget, so the first request after a restart finds t
 request that needs one still being read waits for that read rather than starting its own).
 """
 import collections
+import contextlib
 import hashlib
 import json
 import logging
@@ -46,6 +47,7 @@ _PREFIX = struct.Struct("<4sIIIQ")
 _ALIGN = 64
 _ID_SPAN = 1 << 20  # bytes hashed at each end of the model file
 DEFAULT_MIN_TOKENS = 32
+CRC_CHUNK = 8 << 20  # bytes checksummed between two looks at waiting requests (preload)
 DEFAULT_CACHE_MB = 512  # budget when neither the caller nor a board config gives one
 
 
@@ -76,11 +78,12 @@ def common_prefix(a, b):
 
 
 class _Entry:
-    __slots__ = ("tokens", "k", "v", "path", "nbytes", "load_lock")
+    __slots__ = ("tokens", "k", "v", "path", "nbytes", "load_lock", "wanted")
 
     def __init__(self, tokens, k=None, v=None, path=None, nbytes=0):
         self.tokens, self.k, self.v, self.path, self.nbytes = tuple(tokens), k, v, path, nbytes
         self.load_lock = threading.Lock()  # one read of the file at a time
+        self.wanted = False                # a request waits for this entry's read
 
 
 class PromptCache:
@@ -101,6 +104,8 @@ class PromptCache:
         self.hits = self.misses = 0
         self._writes = None
         self._closing = False
+        self._demand = 0                   # requests running their prompts (the preload waits)
+        self._demand_cv = threading.Condition()
         self._preloader = None
         self.preloaded = threading.Event()  # set once the snapshots found at start are in memory
         if self.directory is not None:
@@ -135,6 +140,25 @@ class PromptCache:
         return len(self._entries)
 
     # -- lookup and store ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def demand(self):
+        """Held while a request runs its prompt: the preload of the snapshots found at start waits
+        (between checksum chunks) so that the two cores go to the request, unless the request
+        waits for the very snapshot being read."""
+        with self._demand_cv:
+            self._demand += 1
+        try:
+            yield
+        finally:
+            with self._demand_cv:
+                self._demand -= 1
+                self._demand_cv.notify_all()
+
+    def _yield_to_requests(self, entry):
+        with self._demand_cv:
+            while self._demand and not entry.wanted and not self._closing:
+                self._demand_cv.wait(0.05)
+
     def lookup(self, tokens):
         """(n, k, v): the longest cached prefix of tokens with its K/V rows (n_layers, >= n, kv_dim),
         or (0, None, None)."""
@@ -149,6 +173,10 @@ class PromptCache:
                     self.misses += 1
                     return 0, None, None
                 self._entries.move_to_end(best.tokens)
+            if best.k is None:
+                with self._demand_cv:
+                    best.wanted = True     # the preload, if reading it, goes on for this request
+                    self._demand_cv.notify_all()
             if best.k is None and not self._load(best):
                 continue  # the file was bad and is forgotten: try the next best
             self.hits += 1
@@ -194,6 +222,8 @@ class PromptCache:
 
     def close(self):
         self._closing = True
+        with self._demand_cv:
+            self._demand_cv.notify_all()
         if self._preloader is not None:
             self._preloader.join(30.0)
         if self._writes is not None:
@@ -245,6 +275,16 @@ class PromptCache:
             _remove(tmp)
             raise
         _fsync_dir(self.directory)
+
+    def _crc32(self, data, entry=None):
+        """The CRC-32 of data in chunks (the pages fault in outside the GIL); for the preload (entry
+        given) it pauses between chunks while requests run their prompts."""
+        crc = 0
+        for i in range(0, len(data), CRC_CHUNK):
+            if entry is not None:
+                self._yield_to_requests(entry)
+            crc = zlib.crc32(data[i:i + CRC_CHUNK], crc)
+        return crc
 
     def _read_header(self, path):
         """The header dict of a snapshot file and its data offset, or a reason it is unusable."""
@@ -320,7 +360,9 @@ class PromptCache:
                      self.directory, total / 2**20)
 
     def _preload(self):
-        """Read the snapshots found at start into memory, the most recently written first."""
+        """Read the snapshots found at start into memory, the most recently written first, giving way
+        to requests (``demand``): one that arrives meanwhile reads its own snapshot and runs its
+        prompt without this thread's checksums competing for the cores."""
         try:
             with self._lock:
                 pending = list(reversed(self._entries.values()))
@@ -330,13 +372,14 @@ class PromptCache:
                 with self._lock:
                     current = self._entries.get(entry.tokens) is entry
                 if current:  # not dropped since the start
-                    self._load(entry)
+                    self._yield_to_requests(entry)
+                    self._load(entry, background=True)
         except Exception:  # noqa: BLE001 - a failed preload only leaves the reads to first use
             log.exception("prompt cache: preloading the snapshots failed")
         finally:
             self.preloaded.set()
 
-    def _load(self, entry):
+    def _load(self, entry, background=False):
         """Read and check a snapshot's data once (a concurrent caller waits for that read); a bad one
         is forgotten (and its file removed). Returns whether the entry's rows are in memory."""
         with entry.load_lock:
@@ -344,9 +387,9 @@ class PromptCache:
                 return True
             if entry.path is None:
                 return False
-            return self._read_entry(entry)
+            return self._read_entry(entry, background)
 
-    def _read_entry(self, entry):
+    def _read_entry(self, entry, background=False):
         got, why = self._read_header(entry.path)
         data = None
         if got is not None:
@@ -358,7 +401,8 @@ class PromptCache:
             else:
                 if tuple(header["tokens"]) != entry.tokens:
                     why = "its tokens changed since the start"
-                elif len(data) != len(entry.tokens) * self.row_bytes() or zlib.crc32(data) != header["data_crc32"]:
+                elif len(data) != len(entry.tokens) * self.row_bytes() or \
+                        self._crc32(data, entry if background else None) != header["data_crc32"]:
                     why = "data truncated or corrupt (CRC mismatch)"
                 else:
                     why = None
@@ -374,15 +418,15 @@ class PromptCache:
 
 
 def _map_data(path, offset):
-    """The data part of a snapshot file, mapped read-only (prefaulted from the page cache: no copy
-    into the heap, which halves the time of the first request after a restart). A snapshot is only
-    ever replaced by a rename and removed by an unlink, so the mapped pages stay valid."""
+    """The data part of a snapshot file, mapped read-only: no copy into the heap, which halves the
+    time of the first request after a restart; the pages fault in during the checksum, outside the
+    GIL. A snapshot is only ever replaced by a rename and removed by an unlink, so the mapped pages
+    stay valid."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size <= offset:
             return memoryview(b"")
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        mm = mmap.mmap(f.fileno(), size, flags=flags, prot=mmap.PROT_READ)
+        mm = mmap.mmap(f.fileno(), size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
     return memoryview(mm)[offset:]
 
 

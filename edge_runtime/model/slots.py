@@ -70,8 +70,15 @@ class SlotTable:
 def prefill(model, slot, tokens, run):
     """Evaluate tokens on slot reusing the longest prefix held by the slot or the prompt cache;
     returns the last token's logits. `run(tokens, pos)` evaluates new tokens at pos.."""
-    common = common_prefix(slot.tokens, tokens)
     cache = model.prompt_cache
+    if cache is None:
+        return _prefill(model, slot, tokens, run, None)
+    with cache.demand():
+        return _prefill(model, slot, tokens, run, cache)
+
+
+def _prefill(model, slot, tokens, run, cache):
+    common = common_prefix(slot.tokens, tokens)
     if cache is not None:
         n, k, v = cache.lookup(tokens)
         n = min(n, len(tokens))

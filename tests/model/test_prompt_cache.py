@@ -88,6 +88,23 @@ def test_a_restart_reads_the_snapshots_in_before_the_first_request(tiny_chat_mod
     assert any("CRC mismatch" in r.getMessage() and damaged.name in r.getMessage() for r in caplog.records)
 
 
+def test_the_preload_gives_way_to_a_request_and_never_blocks_it(tiny_chat_model_path, tmp_path):
+    """While a request runs its prompt (demand) the preload waits; a request for a snapshot the preload
+    has not read (or is reading) reads it itself, and the preload finishes once requests are done."""
+    cache_dir = tmp_path / "cache"
+    _fill(tiny_chat_model_path, cache_dir, CONVERSATIONS[:2])
+    with Model(tiny_chat_model_path, n_ctx=512, n_threads=1, prompt_cache=cache_dir) as m:
+        cache = m.prompt_cache
+        entries = list(cache._entries.values())
+        with cache.demand():
+            for e in entries:   # each read by this thread, whatever the preload is doing
+                n, k, v = cache.lookup(e.tokens)
+                assert n == len(e.tokens) and k is not None
+        assert cache.preloaded.wait(30)
+        assert all(e.k is not None for e in cache._entries.values())
+        assert greedy(m, CONVERSATIONS[0])[0] == reference_texts(tiny_chat_model_path, "auto", CONVERSATIONS[:1])[0]
+
+
 def _fill(path, cache_dir, conversations, **kw):
     with Model(path, n_ctx=512, n_threads=1, prompt_cache=cache_dir, **kw) as m:
         for c in conversations:
